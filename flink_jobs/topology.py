@@ -1,0 +1,87 @@
+"""The decision topology, built from injected ends (style: flink-training).
+
+``build_topology`` takes the raw record stream and returns the three output streams;
+production wires Kafka tables to both ends, tests may wire collections.
+
+raw -> validate (dead letters to a side output) -> event-time watermarks
+    -> key by card_id: card features -> key by customer_id: customer features
+    -> async batched model scoring (rules-only fallback) -> decide + trace
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from pyflink.common import Time, Types
+from pyflink.datastream import AsyncDataStream, DataStream
+
+from decisioning.rules import RuleSet
+from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
+from operators.decide import TRACE_TAG, DecideAndTrace
+from operators.event_time import event_time_watermarks
+from operators.keyed_features import FeatureViewFunction
+from operators.scoring import ScoreWithModel
+from operators.validation import DLQ_TAG, KEY_VALUE_ROW, ValidateEvents
+from rtd.config import RtdConfig
+
+
+@dataclass(frozen=True)
+class Outputs:
+    decisions: DataStream
+    traces: DataStream
+    dead_letters: DataStream
+
+
+def job_info(config: RtdConfig, rules: RuleSet) -> dict[str, Any]:
+    """The code and config version every trace carries."""
+    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    return {
+        "name": config.job.name,
+        "code_version": config.job.code_version,
+        "config_digest": digest,
+        "rules_version": rules.version,
+        "feature_views": {v.name: v.version for v in ALL_VIEWS},
+    }
+
+
+def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Outputs:
+    rules.check_inputs(FEATURE_NAMES)
+    job = config.job
+    records = Types.PICKLED_BYTE_ARRAY()
+
+    validated = raw.process(ValidateEvents(), output_type=records) \
+        .uid("validate-events").name("Validate events")
+    dead_letters = validated.get_side_output(DLQ_TAG)
+
+    timed = validated.assign_timestamps_and_watermarks(
+        event_time_watermarks(job.watermark_delay_ms, job.idleness_ms)
+    ).uid("event-time-watermarks").name("Event-time watermarks")
+
+    card = timed.key_by(lambda r: r["event"]["card_id"], key_type=Types.STRING()) \
+        .process(FeatureViewFunction(CARD_FEATURES, job.allowed_lateness_ms,
+                                     stage="card_features", flags_late=True),
+                 output_type=records) \
+        .uid("card-features").name("Card features")
+
+    customer = card.key_by(lambda r: r["event"]["customer_id"], key_type=Types.STRING()) \
+        .process(FeatureViewFunction(CUSTOMER_FEATURES, job.allowed_lateness_ms,
+                                     stage="customer_features", flags_late=False),
+                 output_type=records) \
+        .uid("customer-features").name("Customer features")
+
+    scored = AsyncDataStream.unordered_wait(
+        customer,
+        ScoreWithModel(config.serving),
+        Time.milliseconds(job.async_operator_timeout_ms),
+        capacity=config.serving.async_capacity,
+        output_type=records,
+    ).uid("model-scoring").name("Model scoring (async, batched)")
+
+    decisions = scored.process(
+        DecideAndTrace(rules, config.thresholds, ALL_VIEWS, job_info(config, rules)),
+        output_type=KEY_VALUE_ROW,
+    ).uid("decide-and-trace").name("Decide and trace")
+    traces = decisions.get_side_output(TRACE_TAG)
+    return Outputs(decisions=decisions, traces=traces, dead_letters=dead_letters)

@@ -1,0 +1,85 @@
+"""Decision and trace for each scored record: two explicit outputs, two sinks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from pyflink.common import Row
+from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
+
+from decisioning.decision import decide
+from decisioning.rules import RuleSet, evaluate_rules
+from decisioning.trace import build_trace
+from feature_views.model import FeatureView
+from operators.clock import now_ms
+from operators.validation import KEY_VALUE_ROW
+from rtd.config import ThresholdsConfig
+
+TRACE_TAG = OutputTag("decision-traces", KEY_VALUE_ROW)
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class DecideAndTrace(ProcessFunction):
+    """Main output: (card_id, decision JSON). Side output: (decision_id, trace JSON)."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        thresholds: ThresholdsConfig,
+        views: tuple[FeatureView, ...],
+        job_info: dict[str, Any],
+    ) -> None:
+        self.rules = rules
+        self.thresholds = thresholds
+        self.views = views
+        self.job_info = job_info
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        group = runtime_context.get_metrics_group().add_group("rtd")
+        self._outcomes = {
+            (o, p): group.add_group("decisions").counter(f"{o}_{p}")
+            for o in ("APPROVE", "REVIEW", "DECLINE")
+            for p in ("MODEL", "RULES_ONLY")
+        }
+
+    def process_element(self, value: dict[str, Any], ctx: ProcessFunction.Context
+                        ) -> Iterator[Any]:
+        event = value["event"]
+        features = value["features"]
+        model = value["model"]
+        rule_results = evaluate_rules(self.rules, event, features)
+        decided_at = now_ms()
+        timings = value["timings"]
+        timings["decided"] = decided_at
+        decision = decide(
+            event,
+            rule_results,
+            model,
+            decline_at=self.thresholds.decline,
+            review_at=self.thresholds.review,
+            late=value["late"],
+            decided_at=decided_at,
+        )
+        trace = build_trace(
+            decision=decision,
+            source=value["source"],
+            event=event,
+            views=self.views,
+            features=features,
+            as_of=value["as_of"],
+            rule_results=rule_results,
+            rules_version=self.rules.version,
+            model_request=value["model_request"],
+            model=model,
+            thresholds={"decline": self.thresholds.decline, "review": self.thresholds.review},
+            timings=timings,
+            job=self.job_info,
+        )
+        self._outcomes[(decision["outcome"], decision["path"])].inc()
+        yield Row(decision["card_id"], _dumps(decision))
+        yield TRACE_TAG, Row(decision["decision_id"], _dumps(trace))

@@ -1,0 +1,206 @@
+"""`rtd`: one CLI for the local stack, the job, the simulator, the demo and the audit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rtd.config import RtdConfig, load_config
+from rtd.simulator.cli import simulate
+from rtd.stack.processes import StackError
+
+app = typer.Typer(help="Real-time decisions on PyFlink: local stack, job, simulator, audit.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+stack_app = typer.Typer(help="The local stack: Kafka (KRaft), Flink cluster, model server.",
+                        no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.command("simulate")(simulate)
+console = Console()
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="JSON config file (default: local stack)")
+]
+
+
+def _config(path: Path | None) -> RtdConfig:
+    try:
+        return load_config(path)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+@app.command()
+def setup(config: ConfigOption = None) -> None:
+    """Fetch what is missing: Kafka and connector jars (Maven Central), bootstrap model."""
+    from rtd.stack.jars import ensure_jars
+    from rtd.stack.model_server import ModelServer
+
+    cfg = _config(config)
+    try:
+        with console.status("resolving jars from Maven Central"):
+            ensure_jars(cfg)
+        with console.status("checking for a model version"):
+            version = ModelServer(cfg).ensure_model()
+    except StackError as exc:
+        raise _fail(exc) from exc
+    console.print(f"jars in {cfg.stack_path / 'jars'}; model base path "
+                  f"{cfg.path(cfg.serving.base_path)} (latest version {version})")
+
+
+@stack_app.command("up")
+def stack_up(config: ConfigOption = None) -> None:
+    """Start Kafka, the model server and the Flink cluster (a no-op for what runs)."""
+    from rtd.stack.local_stack import LocalStack
+
+    try:
+        LocalStack(_config(config)).up(log=console.print)
+    except StackError as exc:
+        raise _fail(exc) from exc
+
+
+@stack_app.command("down")
+def stack_down(config: ConfigOption = None) -> None:
+    """Stop the Flink cluster, the model server and Kafka (data is kept)."""
+    from rtd.stack.local_stack import LocalStack
+
+    LocalStack(_config(config)).down(log=console.print)
+
+
+@stack_app.command("status")
+def stack_status(config: ConfigOption = None) -> None:
+    """Show what runs, where."""
+    from rtd.stack.local_stack import LocalStack
+
+    table = Table("component", "state", "address", "detail")
+    statuses = LocalStack(_config(config)).status()
+    for s in statuses:
+        table.add_row(s.name, "[green]up[/green]" if s.running else "[red]down[/red]",
+                      s.address, s.detail)
+    console.print(table)
+    if not all(s.running for s in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+def submit(
+    config: ConfigOption = None,
+    restart: Annotated[bool, typer.Option(help="Cancel a running job of that name first")] = False,
+) -> None:
+    """Submit the decision job to the local Flink cluster with `flink run --python`."""
+    from rtd.job_submission import submit as submit_job
+
+    cfg = _config(config)
+    try:
+        with console.status("submitting the decision job"):
+            job_id = submit_job(cfg, restart=restart)
+    except StackError as exc:
+        raise _fail(exc) from exc
+    console.print(f"job {cfg.job.name} running: {cfg.flink.rest_url}/#/job/running/{job_id}")
+
+
+@app.command()
+def demo(
+    config: ConfigOption = None,
+    rate: Annotated[float, typer.Option(help="Events per second")] = 500.0,
+    duration: Annotated[float, typer.Option(help="Seconds of traffic")] = 60.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed")] = 42,
+) -> None:
+    """Set up what is missing, start the stack, submit the job, simulate traffic and
+    show a live tally of committed decisions."""
+    from rtd.job_submission import submit as submit_job
+    from rtd.simulator.producer import run_simulation
+    from rtd.stack.local_stack import LocalStack
+    from rtd.tally import live_tally
+
+    cfg = _config(config)
+    try:
+        LocalStack(cfg).up(log=console.print)
+        with console.status("submitting the decision job"):
+            job_id = submit_job(cfg)
+    except StackError as exc:
+        raise _fail(exc) from exc
+    console.print(f"job running: {cfg.flink.rest_url}/#/job/running/{job_id}")
+    stop = threading.Event()
+    tally_thread = threading.Thread(target=live_tally, args=(cfg, stop), daemon=True)
+    tally_thread.start()
+    try:
+        summary = run_simulation(cfg, count=None, rate=rate, duration_s=duration, seed=seed,
+                                 progress=False)
+        # Decisions become visible when the checkpoint covering them completes.
+        stop.wait(cfg.flink.checkpoint_interval_ms / 1000 * 3 + 3)
+    except KeyboardInterrupt:
+        summary = None
+    finally:
+        stop.set()
+        tally_thread.join(timeout=10)
+    if summary is not None:
+        console.print(f"sent {len(summary.valid_event_ids)} valid and {len(summary.malformed)} "
+                      f"malformed events at {summary.events_per_s:.0f}/s")
+    console.print(
+        f"The stack keeps running. Flink UI: {cfg.flink.rest_url}. Explain a decision: "
+        "`rtd explain EVENT_ID`. Stop everything: `make down` (or `rtd stack down`)."
+    )
+
+
+@app.command()
+def explain(
+    event_id: Annotated[str, typer.Argument(help="An event id or a decision id")],
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw trace")] = False,
+) -> None:
+    """Why was this transaction decided so? Reads its trace from `decision-traces`."""
+    from rtd.explain import explanation_lines, find_trace
+
+    cfg = _config(config)
+    try:
+        trace = find_trace(cfg, event_id)
+    except Exception as exc:  # noqa: BLE001 - broker errors get a plain message
+        raise _fail(RuntimeError(f"reading {cfg.kafka.topics.traces} failed ({exc}); "
+                                 "is the stack up? (`rtd stack status`)")) from exc
+    if trace is None:
+        console.print(f"[red]no committed trace for {event_id!r}[/red]: check the id, or wait "
+                      "for the next checkpoint to commit it")
+        raise typer.Exit(1)
+    if as_json:
+        console.print_json(json.dumps(trace))
+        return
+    for line in explanation_lines(trace):
+        console.print(line, highlight=False)
+
+
+@app.command("console-consumer")
+def console_consumer(
+    topic: Annotated[str, typer.Argument(help="Topic to read")] = "decisions",
+    config: ConfigOption = None,
+    max_messages: Annotated[int, typer.Option(help="Stop after N messages")] = 10,
+) -> None:
+    """Run Kafka's own console consumer with --isolation-level read_committed."""
+    import shutil
+
+    from rtd.stack.jars import kafka_classpath_dir
+
+    cfg = _config(config)
+    java = shutil.which("java") or "java"
+    cmd = [java, "-cp", f"{kafka_classpath_dir(cfg)}/*",
+           "org.apache.kafka.tools.consumer.ConsoleConsumer",
+           "--bootstrap-server", cfg.kafka.bootstrap_servers, "--topic", topic,
+           "--from-beginning", "--isolation-level", "read_committed",
+           "--max-messages", str(max_messages), "--property", "print.key=true"]
+    raise typer.Exit(subprocess.call(cmd))  # noqa: S603
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,150 @@
+"""The one frozen configuration object, loaded once at each entry point.
+
+Defaults describe the local stack on loopback. A JSON file (``--config``) or
+``RTD_CONFIG`` overrides any part of it; unknown keys are an error, so a typo in
+a deployment file fails at start-up instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicsConfig(_Frozen):
+    transactions: str = "transactions"
+    labels: str = "labels"
+    decisions: str = "decisions"
+    traces: str = "decision-traces"
+    dlq: str = "transactions-dlq"
+
+    def all(self) -> list[str]:
+        return [self.transactions, self.labels, self.decisions, self.traces, self.dlq]
+
+
+class KafkaConfig(_Frozen):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    controller_port: int = 9093
+    partitions: int = Field(default=4, ge=1)
+    topics: TopicsConfig = TopicsConfig()
+    consumer_group: str = "rtd-decision-job"
+    # Must stay below the broker's transaction.max.timeout.ms (the stack sets 1 h).
+    transaction_timeout_ms: int = 900_000
+    heap: str = "768m"
+
+
+class FlinkConfig(_Frozen):
+    rest_host: str = "127.0.0.1"
+    rest_port: int = 8081
+    task_slots: int = Field(default=2, ge=1)
+    parallelism: int = Field(default=1, ge=1)
+    checkpoint_interval_ms: int = Field(default=2_000, ge=100)
+    min_pause_between_checkpoints_ms: int = 500
+    jobmanager_memory: str = "1024m"
+    taskmanager_memory: str = "3072m"
+    # PyFlink bundle settings: the main per-record cost lever (see docs/BENCHMARKS.md).
+    bundle_size: int = 1_000
+    bundle_time_ms: int = 20
+    state_cache_size: int = 10_000
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.rest_host}:{self.rest_port}"
+
+
+class ServingConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = 8500
+    model_name: str = "fraud"
+    signature_name: str = "serving_default"
+    # None: the server's latest version.
+    model_version: int | None = None
+    base_path: str = "models/fraud"
+    poll_interval_s: float = 2.0
+    timeout_ms: int = Field(default=250, ge=1)
+    batch_window_ms: float = Field(default=2.0, ge=0)
+    max_batch_size: int = Field(default=64, ge=1)
+    async_capacity: int = Field(default=256, ge=1)
+    breaker_failure_threshold: int = 5
+    breaker_reset_s: float = 2.0
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class JobConfig(_Frozen):
+    name: str = "rtd-decision-job"
+    watermark_delay_ms: int = Field(default=5_000, ge=0)
+    idleness_ms: int = Field(default=10_000, ge=0)
+    allowed_lateness_ms: int = Field(default=60_000, ge=0)
+    code_version: str = "0.1.0"
+    # The async operator's own per-record timeout (a safety net behind the client's
+    # deadline, serving.timeout_ms). PyFlink arms one threading.Timer per in-flight
+    # record for it; 0 turns it off (see docs/BENCHMARKS.md for the cost).
+    async_operator_timeout_ms: int = Field(default=2_000, ge=0)
+    start_from: str = Field(default="committed-or-earliest", pattern="^(committed-or-earliest|earliest|latest)$")
+
+
+class ThresholdsConfig(_Frozen):
+    decline: float = 0.90
+    review: float = 0.60
+
+
+class RtdConfig(_Frozen):
+    kafka: KafkaConfig = KafkaConfig()
+    flink: FlinkConfig = FlinkConfig()
+    serving: ServingConfig = ServingConfig()
+    job: JobConfig = JobConfig()
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    # Rules are data: a JSON file of rule objects; None means the contract's defaults.
+    rules_file: str | None = None
+    stack_dir: str = ".stack"
+
+    def path(self, relative: str) -> Path:
+        """Resolve a config path against the project root unless it is absolute."""
+        p = Path(relative)
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+    @property
+    def stack_path(self) -> Path:
+        return self.path(self.stack_dir)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RtdConfig:
+    """Load the config: defaults <- file (``path`` or $RTD_CONFIG) <- overrides."""
+    data: dict[str, Any] = {}
+    source = path or os.environ.get("RTD_CONFIG")
+    if source:
+        file = Path(source)
+        if not file.exists():
+            raise FileNotFoundError(
+                f"config file {file} does not exist: pass an existing JSON file or unset RTD_CONFIG"
+            )
+        data = json.loads(file.read_text())
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return RtdConfig.model_validate(data)

@@ -1,0 +1,71 @@
+"""Audit: explain one decision from its trace alone ("why was this declined?")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from decisioning.decision import decision_id_for
+from rtd.config import RtdConfig
+from rtd.topic_reader import iter_all
+
+
+def find_trace(config: RtdConfig, event_or_decision_id: str,
+               timeout_s: float = 60.0) -> dict[str, Any] | None:
+    """The trace of an event id or a decision id, read from `decision-traces`."""
+    wanted = {event_or_decision_id, decision_id_for(event_or_decision_id)}
+    for record in iter_all(config, config.kafka.topics.traces, timeout_s=timeout_s):
+        if record.key in wanted and record.value:
+            return json.loads(record.value)
+    return None
+
+
+def explanation_lines(trace: dict[str, Any]) -> list[str]:
+    """A human explanation built only from the trace's own content."""
+    lines = [
+        f"Decision {trace['decision_id']} for event {trace['event_id']}: {trace['outcome']} "
+        f"via {trace['path']}" + (" (LATE event)" if trace.get("late") else ""),
+    ]
+    inp = trace["input"]
+    event = inp["event"]
+    lines.append(
+        f"Input: {inp['topic']}[{inp['partition']}]@{inp['offset']}, card {event['card_id']}, "
+        f"customer {event['customer_id']}, {event['amount']} {event['currency']} at merchant "
+        f"{event['merchant_id']} ({event.get('channel')}, {event['country']}), "
+        f"event time {event['event_time']}"
+    )
+    fired = [r for r in trace["rules"] if r["fired"]]
+    if fired:
+        lines.append("Rules that fired:")
+        for rule in fired:
+            lines.append(f"  {rule['id']}: {rule['when']} with {rule['inputs']} -> {rule['outcome']}")
+    else:
+        lines.append("No rule fired.")
+    model = trace["model"]
+    thresholds = trace["thresholds"]
+    if model.get("response"):
+        resp = model["response"]
+        lines.append(
+            f"Model {model['name']} v{resp['model_version']}: score {resp['score']:.4f} "
+            f"(DECLINE >= {thresholds['decline']}, REVIEW >= {thresholds['review']}), "
+            f"{resp['latency_ms']:.1f} ms, batch of {resp['batch_size']}"
+        )
+    else:
+        lines.append(
+            f"No model score: fallback '{model['fallback_reason']}' ({model.get('fallback_detail')}); "
+            "the rules alone decided."
+        )
+    lines.append("Reasons: " + (", ".join(trace["reasons"]) or "none (approved)"))
+    lines.append("Features:")
+    for feature in trace["features"]:
+        lines.append(
+            f"  {feature['name']} = {feature['value']} (window {feature['window_ms'] // 1000} s, "
+            f"as of event time {feature['as_of_event_time']})"
+        )
+    lines.append(f"Stage times (ms): {json.dumps(trace.get('stage_ms', {}))}")
+    job = trace["job"]
+    lines.append(
+        f"Job {job['name']} code {job['code_version']} config {job['config_digest']} "
+        f"rules {job['rules_version']} views {job['feature_views']}"
+    )
+    return lines

@@ -1,0 +1,83 @@
+"""Submitting the decision job to the local cluster the way users submit to any cluster:
+``flink run --python`` with the connector jar in ``pipeline.jars`` and the project's
+packages as ``--pyFiles``."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from rtd.config import PROJECT_ROOT, RtdConfig
+from rtd.stack.flink_cluster import JOB_PACKAGES, FlinkCluster
+from rtd.stack.jars import connector_jar
+from rtd.stack.processes import StackError
+
+JOB_FILE = PROJECT_ROOT / "flink_jobs" / "decision_job.py"
+
+
+def submit_command(config: RtdConfig, config_file: Path, job_file: Path = JOB_FILE,
+                   extra: tuple[str, ...] = ()) -> list[str]:
+    py_files = ",".join(str(PROJECT_ROOT / p) for p in JOB_PACKAGES)
+    return [
+        "run", "--detached",
+        f"-Dpipeline.jars={connector_jar(config).as_uri()}",
+        "--python", str(job_file),
+        "--pyFiles", py_files,
+        "--config", str(config_file), *extra,
+    ]
+
+
+def submit(config: RtdConfig, *, restart: bool = False, wait_s: float = 120) -> str:
+    """Submit the live job unless one of that name runs; return its job id."""
+    cluster = FlinkCluster(config)
+    if not cluster.running():
+        raise StackError(f"no Flink cluster answers at {config.flink.rest_url}: run `rtd stack up`")
+    existing = cluster.running_job(config.job.name)
+    if existing and not restart:
+        return str(existing["jid"])
+    if existing:
+        cluster.cancel(existing["jid"])
+        _wait_gone(cluster, existing["jid"])
+    config_file = config.stack_path / "job-config.json"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(config.to_json())
+    result = cluster.flink_cli(*submit_command(config, config_file))
+    output = result.stdout + result.stderr
+    match = re.search(r"JobID ([0-9a-f]{32})", output)
+    if result.returncode != 0 or not match:
+        raise StackError(f"`flink run` failed (exit {result.returncode}):\n{output[-4000:]}")
+    job_id = match.group(1)
+    wait_running(cluster, job_id, wait_s)
+    return job_id
+
+
+def wait_running(cluster: FlinkCluster, job_id: str, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    state = "UNKNOWN"
+    while time.monotonic() < deadline:
+        try:
+            detail = cluster.rest(f"/jobs/{job_id}")
+        except Exception:  # noqa: BLE001 - not visible yet
+            time.sleep(0.5)
+            continue
+        state = detail.get("state", "UNKNOWN")
+        vertices = detail.get("vertices", [])
+        if state == "RUNNING" and vertices and all(v.get("status") == "RUNNING" for v in vertices):
+            return
+        if state in ("FAILED", "CANCELED", "FINISHED"):
+            break
+        time.sleep(0.5)
+    raise StackError(
+        f"job {job_id} is {state}, not running, after {wait_s:.0f} s: see the Flink UI "
+        f"({cluster.config.flink.rest_url}) and {cluster.log_dir}"
+    )
+
+
+def _wait_gone(cluster: FlinkCluster, job_id: str, wait_s: float = 60) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not any(j["jid"] == job_id and j["state"] not in ("CANCELED", "FAILED", "FINISHED")
+                   for j in cluster.jobs()):
+            return
+        time.sleep(0.5)

@@ -1,0 +1,48 @@
+"""The JVM artifacts, resolved from Maven Central by local_stack/pom.xml on first use."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from rtd.config import PROJECT_ROOT, RtdConfig
+from rtd.stack.processes import StackError
+
+POM = PROJECT_ROOT / "local_stack" / "pom.xml"
+
+
+def kafka_classpath_dir(config: RtdConfig) -> Path:
+    return config.stack_path / "jars" / "kafka"
+
+
+def connector_jar(config: RtdConfig) -> Path:
+    jars = sorted((config.stack_path / "jars" / "flink").glob("flink-sql-connector-kafka-*.jar"))
+    if not jars:
+        raise StackError("the Flink Kafka connector jar is missing: run `rtd setup`")
+    return jars[-1]
+
+
+def jars_present(config: RtdConfig) -> bool:
+    kafka = kafka_classpath_dir(config)
+    flink = config.stack_path / "jars" / "flink"
+    return any(kafka.glob("kafka_2.13-*.jar")) and any(flink.glob("*.jar"))
+
+
+def ensure_jars(config: RtdConfig) -> None:
+    """Download the broker and connector jars with Maven unless they are there already."""
+    if jars_present(config):
+        return
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven (`mvn`) is not on PATH: install it (apt-get install maven)")
+    result = subprocess.run(  # noqa: S603
+        [mvn, "-q", "-B", "-f", str(POM), "package",
+         f"-Djars.dir={config.stack_path / 'jars'}"],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0 or not jars_present(config):
+        raise StackError(
+            "resolving jars from Maven Central failed; is Maven Central reachable?\n"
+            + result.stdout[-2000:] + result.stderr[-2000:]
+        )
