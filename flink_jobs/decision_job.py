@@ -3,9 +3,10 @@
 Submit to any Flink cluster the documented PyFlink way (see docs/operations.md):
 
     flink run -d --python flink_jobs/decision_job.py \
-        --jarfile flink-sql-connector-kafka-5.0.0-2.2.jar \
         --pyFiles rtd,decisioning,feature_views,operators,serving,flink_jobs \
         --config my-config.json
+
+with the connector jar's URI in the config's ``flink.connector_jars``
 
 or `rtd submit` on the local stack, which does exactly that.
 """
@@ -43,6 +44,10 @@ def job_configuration(config: RtdConfig) -> Configuration:
 def create_environments(config: RtdConfig) -> tuple[StreamExecutionEnvironment,
                                                      StreamTableEnvironment]:
     env = StreamExecutionEnvironment.get_execution_environment(job_configuration(config))
+    if config.flink.connector_jars:
+        # add_jars also puts them on the client's class loader, where the table
+        # planner discovers the Kafka connector factory.
+        env.add_jars(*config.flink.connector_jars)
     env.set_parallelism(config.flink.parallelism)
     env.enable_checkpointing(config.flink.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     checkpoints = env.get_checkpoint_config()

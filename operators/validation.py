@@ -29,6 +29,8 @@ def _epoch_ms(value: Any) -> int | None:
         return None
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
+    if hasattr(value, "to_epoch_milli"):  # pyflink.common.time.Instant (TIMESTAMP_LTZ)
+        return int(value.to_epoch_milli())
     return int(value)
 
 

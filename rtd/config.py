@@ -46,6 +46,10 @@ class KafkaConfig(_Frozen):
 class FlinkConfig(_Frozen):
     rest_host: str = "127.0.0.1"
     rest_port: int = 8081
+    rpc_port: int = 6123
+    # Jar URIs the job adds with env.add_jars (the Kafka SQL connector). `rtd submit`
+    # fills in the one resolved into the jars folder when this is empty.
+    connector_jars: tuple[str, ...] = ()
     task_slots: int = Field(default=2, ge=1)
     parallelism: int = Field(default=1, ge=1)
     checkpoint_interval_ms: int = Field(default=2_000, ge=100)
@@ -110,6 +114,8 @@ class RtdConfig(_Frozen):
     # Rules are data: a JSON file of rule objects; None means the contract's defaults.
     rules_file: str | None = None
     stack_dir: str = ".stack"
+    # Resolved jars, shared by every stack folder (the test stack reuses them).
+    jars_dir: str = ".stack/jars"
 
     def path(self, relative: str) -> Path:
         """Resolve a config path against the project root unless it is absolute."""
@@ -119,6 +125,10 @@ class RtdConfig(_Frozen):
     @property
     def stack_path(self) -> Path:
         return self.path(self.stack_dir)
+
+    @property
+    def jars_path(self) -> Path:
+        return self.path(self.jars_dir)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -1,6 +1,6 @@
 """Submitting the decision job to the local cluster the way users submit to any cluster:
-``flink run --python`` with the connector jar in ``pipeline.jars`` and the project's
-packages as ``--pyFiles``."""
+``flink run --python`` with the project's packages as ``--pyFiles`` and the connector
+jar named in the job's config (``flink.connector_jars``, added with ``env.add_jars``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ def submit_command(config: RtdConfig, config_file: Path, job_file: Path = JOB_FI
     py_files = ",".join(str(PROJECT_ROOT / p) for p in JOB_PACKAGES)
     return [
         "run", "--detached",
-        f"-Dpipeline.jars={connector_jar(config).as_uri()}",
         "--python", str(job_file),
         "--pyFiles", py_files,
         "--config", str(config_file), *extra,
@@ -41,6 +40,10 @@ def submit(config: RtdConfig, *, restart: bool = False, wait_s: float = 120) -> 
         _wait_gone(cluster, existing["jid"])
     config_file = config.stack_path / "job-config.json"
     config_file.parent.mkdir(parents=True, exist_ok=True)
+    if not config.flink.connector_jars:
+        flink = config.flink.model_copy(
+            update={"connector_jars": (connector_jar(config).as_uri(),)})
+        config = config.model_copy(update={"flink": flink})
     config_file.write_text(config.to_json())
     result = cluster.flink_cli(*submit_command(config, config_file))
     output = result.stdout + result.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 
 from rtd.config import PROJECT_ROOT, RtdConfig
 from rtd.stack.processes import StackError, pid_alive, terminate, wait_until
@@ -22,6 +23,13 @@ def flink_home() -> Path:
     import pyflink
 
     return Path(pyflink.__file__).resolve().parent
+
+
+def default_java_opts() -> str:
+    """The JVM options the apache-flink package's own config.yaml ships with."""
+    shipped = yaml.safe_load((flink_home() / "conf" / "config.yaml").read_text()) or {}
+    opts = shipped.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
+    return str(opts)
 
 
 class FlinkCluster:
@@ -38,7 +46,7 @@ class FlinkCluster:
         python = sys.executable
         return {
             "jobmanager.rpc.address": "127.0.0.1",
-            "jobmanager.rpc.port": 6123,
+            "jobmanager.rpc.port": flink.rpc_port,
             "jobmanager.bind-host": "127.0.0.1",
             "jobmanager.memory.process.size": flink.jobmanager_memory,
             "taskmanager.bind-host": "127.0.0.1",
@@ -58,7 +66,8 @@ class FlinkCluster:
             "python.executable": python,
             "python.client.executable": python,
             "heartbeat.timeout": 50000,
-            "env.java.opts.all": "-XX:+UseG1GC",
+            # Keep the distribution's --add-opens/--add-exports (Java 17 needs them).
+            "env.java.opts.all": f"{default_java_opts()} -XX:+UseG1GC".strip(),
         }
 
     def write_config(self) -> None:

@@ -13,11 +13,11 @@ POM = PROJECT_ROOT / "local_stack" / "pom.xml"
 
 
 def kafka_classpath_dir(config: RtdConfig) -> Path:
-    return config.stack_path / "jars" / "kafka"
+    return config.jars_path / "kafka"
 
 
 def connector_jar(config: RtdConfig) -> Path:
-    jars = sorted((config.stack_path / "jars" / "flink").glob("flink-sql-connector-kafka-*.jar"))
+    jars = sorted((config.jars_path / "flink").glob("flink-sql-connector-kafka-*.jar"))
     if not jars:
         raise StackError("the Flink Kafka connector jar is missing: run `rtd setup`")
     return jars[-1]
@@ -25,7 +25,7 @@ def connector_jar(config: RtdConfig) -> Path:
 
 def jars_present(config: RtdConfig) -> bool:
     kafka = kafka_classpath_dir(config)
-    flink = config.stack_path / "jars" / "flink"
+    flink = config.jars_path / "flink"
     return any(kafka.glob("kafka_2.13-*.jar")) and any(flink.glob("*.jar"))
 
 
@@ -38,7 +38,7 @@ def ensure_jars(config: RtdConfig) -> None:
         raise StackError("Maven (`mvn`) is not on PATH: install it (apt-get install maven)")
     result = subprocess.run(  # noqa: S603
         [mvn, "-q", "-B", "-f", str(POM), "package",
-         f"-Djars.dir={config.stack_path / 'jars'}"],
+         f"-Djars.dir={config.jars_path}"],
         capture_output=True, text=True,
     )
     if result.returncode != 0 or not jars_present(config):

@@ -1,0 +1,55 @@
+"""Shared fixtures. Unit tests use none of the service fixtures (they start nothing)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from rtd.config import RtdConfig, load_config
+
+# The test stack runs beside a developer's demo stack: own folder, own ports.
+TEST_STACK = {
+    "stack_dir": ".stack-test",
+    "kafka": {"bootstrap_servers": "127.0.0.1:19092", "controller_port": 19093, "heap": "512m"},
+    "flink": {"rest_port": 18081, "rpc_port": 16123, "checkpoint_interval_ms": 1000,
+              "taskmanager_memory": "2560m"},
+    "serving": {"port": 18500, "base_path": ".stack-test/models/fraud", "poll_interval_s": 1.0},
+}
+
+
+def stack_config_for(run_id: str, **overrides: object) -> RtdConfig:
+    """A config with topics, group and job name unique to ``run_id``."""
+    topics = {name: f"{topic}-{run_id}" for name, topic in {
+        "transactions": "transactions", "labels": "labels", "decisions": "decisions",
+        "traces": "decision-traces", "dlq": "transactions-dlq"}.items()}
+    base = {**TEST_STACK}
+    base["kafka"] = {**TEST_STACK["kafka"], "topics": topics, "consumer_group": f"rtd-{run_id}"}
+    base["job"] = {"name": f"rtd-test-{run_id}"}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return load_config(None, **base)
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[RtdConfig]:
+    """The real local stack (Kafka, model server, Flink cluster), started for the
+    session and stopped after, unless RTD_KEEP_TEST_STACK=1."""
+    from rtd.stack.local_stack import LocalStack
+
+    config = stack_config_for("base")
+    stack = LocalStack(config)
+    stack.up(log=lambda line: print(line))
+    yield config
+    if os.environ.get("RTD_KEEP_TEST_STACK") != "1":
+        stack.down(log=lambda line: print(line))
+
+
+@pytest.fixture
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
