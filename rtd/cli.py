@@ -56,7 +56,7 @@ def setup(config: ConfigOption = None) -> None:
             version = ModelServer(cfg).ensure_model()
     except StackError as exc:
         raise _fail(exc) from exc
-    console.print(f"jars in {cfg.stack_path / 'jars'}; model base path "
+    console.print(f"jars in {cfg.jars_path}; model base path "
                   f"{cfg.path(cfg.serving.base_path)} (latest version {version})")
 
 
