@@ -128,10 +128,11 @@ class FlinkCluster:
         return bool(overview and overview.get("taskmanagers", 0) >= 1)
 
     def start(self) -> bool:
+        # Always (re)written: the `flink` CLI reads it too, also for a running cluster.
+        self.write_config()
         if self._pids("standalonesession") and self._pids("taskexecutor"):
             self._wait_ready()
             return False
-        self.write_config()
         if not self._pids("standalonesession"):
             result = self._script("jobmanager.sh", "start")
             if result.returncode != 0:
