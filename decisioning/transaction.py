@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pycountry
@@ -26,6 +26,7 @@ CHANNELS = frozenset({"pos", "ecom", "atm"})
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 REQUIRED_STRINGS = ("event_id", "card_id", "customer_id", "merchant_id", "currency", "country")
 OPTIONAL_STRINGS = ("merchant_category", "channel")
 
@@ -75,7 +76,8 @@ def parse_event_time(value: Any) -> int | None:
             return None
         if parsed.tzinfo is None:  # RFC 3339 requires an offset
             return None
-        millis = int(parsed.timestamp() * 1000)
+        # Integer arithmetic: float timestamps can lose a millisecond.
+        millis = (parsed - _EPOCH) // timedelta(milliseconds=1)
         return millis if millis >= 0 else None
     return None
 

@@ -8,6 +8,7 @@ leaves with a ``ModelResult`` carrying a fallback reason, so the rules decide it
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pyflink.datastream import RuntimeContext
@@ -24,6 +25,7 @@ class ScoreWithModel(AsyncFunction):
     def __init__(self, serving: ServingConfig) -> None:
         self.serving = serving
         self._client: BatchingPredictClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._client = None
@@ -55,6 +57,7 @@ class ScoreWithModel(AsyncFunction):
     async def async_invoke(self, value: dict[str, Any]) -> list[dict[str, Any]]:
         if self._client is None:
             self._client = BatchingPredictClient(self.serving)
+            self._loop = asyncio.get_running_loop()
         inputs = model_inputs(value["event"], value["features"])
         value["model_request"] = self._request(inputs)
         try:
@@ -85,4 +88,11 @@ class ScoreWithModel(AsyncFunction):
         return self._fallback(value, "timeout", "async operator timeout")
 
     def close(self) -> None:
-        self._client = None
+        """Close the gRPC channel on the loop that owns it, if that loop still runs."""
+        client, loop = self._client, self._loop
+        self._client = self._loop = None
+        if client is not None and loop is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=2)
+            except Exception:  # noqa: BLE001 - closing is best effort at shutdown
+                pass

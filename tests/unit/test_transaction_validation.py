@@ -38,6 +38,10 @@ def test_rfc3339_event_time_is_normalised_to_epoch_ms():
     assert event["event_time"] == 1_700_000_000_000
 
 
+def test_rfc3339_milliseconds_are_exact():
+    assert validate(raw(event_time="1970-01-01T00:00:01.001Z"))["event_time"] == 1001
+
+
 def test_integer_amount_and_optional_fields_absent_are_valid():
     event = validate(raw(amount=1_000_000, channel=..., merchant_category=...))
     assert event["amount"] == 1_000_000.0 and event["channel"] is None

@@ -1,0 +1,1 @@
+"""Benchmarks: figures go to docs/BENCHMARKS.md with the command that produced them."""
