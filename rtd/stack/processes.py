@@ -84,11 +84,14 @@ def terminate(pid: int, timeout_s: float) -> None:
     """SIGTERM the process group, then SIGKILL after ``timeout_s``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
+            # Our own children lead their process group (start_new_session); Flink's
+            # daemons do not, so they get the signal directly.
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         except ProcessLookupError:
             return
-        except PermissionError:
-            os.kill(pid, sig)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not pid_alive(pid):
