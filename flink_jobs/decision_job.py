@@ -35,6 +35,9 @@ def job_configuration(config: RtdConfig) -> Configuration:
     conf.set_string("python.fn-execution.bundle.size", str(flink.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(flink.bundle_time_ms))
     conf.set_string("python.state.cache-size", str(flink.state_cache_size))
+    # Map-state writes are committed when this many are pending for one key, or at the
+    # end of the bundle; each commit is a blocking round trip to the JVM.
+    conf.set_string("python.map-state.write-cache-size", str(flink.bundle_size * 4))
     conf.set_string("state.backend.type", "rocksdb")
     conf.set_string("execution.checkpointing.incremental", "true")
     conf.set_string("pipeline.name", config.job.name)

@@ -21,7 +21,7 @@ from decisioning.rules import RuleSet
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from operators.decide import TRACE_TAG, DecideAndTrace
 from operators.event_time import event_time_watermarks
-from operators.keyed_features import FeatureViewFunction
+from operators.keyed_features import FeatureViewFunction, shard_of
 from operators.scoring import ScoreWithModel
 from operators.validation import DLQ_TAG, KEY_VALUE_ROW, ValidateEvents
 from rtd.config import RtdConfig
@@ -46,37 +46,48 @@ def job_info(config: RtdConfig, rules: RuleSet) -> dict[str, Any]:
     }
 
 
-def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Outputs:
-    rules.check_inputs(FEATURE_NAMES)
+def build_features(validated: DataStream, config: RtdConfig) -> DataStream:
+    """Watermarks and the keyed feature operators: the part the live job and the replay
+    share, so both compute features with the same code and state."""
     job = config.job
     records = Types.PICKLED_BYTE_ARRAY()
-
-    validated = raw.process(ValidateEvents(), output_type=records) \
-        .uid("validate-events").name("Validate events")
-    dead_letters = validated.get_side_output(DLQ_TAG)
-
     timed = validated.assign_timestamps_and_watermarks(
         event_time_watermarks(job.watermark_delay_ms, job.idleness_ms)
     ).uid("event-time-watermarks").name("Event-time watermarks")
 
-    card = timed.key_by(lambda r: r["event"]["card_id"], key_type=Types.STRING()) \
+    shards = job.state_shards
+    card = timed.key_by(lambda r: shard_of(r["event"]["card_id"], shards), key_type=Types.INT()) \
         .process(FeatureViewFunction(CARD_FEATURES, job.allowed_lateness_ms,
                                      stage="card_features", flags_late=True),
                  output_type=records) \
         .uid("card-features").name("Card features")
 
-    customer = card.key_by(lambda r: r["event"]["customer_id"], key_type=Types.STRING()) \
+    return card.key_by(lambda r: shard_of(r["event"]["customer_id"], shards),
+                       key_type=Types.INT()) \
         .process(FeatureViewFunction(CUSTOMER_FEATURES, job.allowed_lateness_ms,
                                      stage="customer_features", flags_late=False),
                  output_type=records) \
         .uid("customer-features").name("Customer features")
 
+
+def validate_events(raw: DataStream) -> tuple[DataStream, DataStream]:
+    """Valid records, and dead letters (key, value) rows."""
+    validated = raw.process(ValidateEvents(), output_type=Types.PICKLED_BYTE_ARRAY()) \
+        .uid("validate-events").name("Validate events")
+    return validated, validated.get_side_output(DLQ_TAG)
+
+
+def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Outputs:
+    rules.check_inputs(FEATURE_NAMES)
+    validated, dead_letters = validate_events(raw)
+    customer = build_features(validated, config)
+
     scored = AsyncDataStream.unordered_wait(
         customer,
         ScoreWithModel(config.serving),
-        Time.milliseconds(job.async_operator_timeout_ms),
+        Time.milliseconds(config.job.async_operator_timeout_ms),
         capacity=config.serving.async_capacity,
-        output_type=records,
+        output_type=Types.PICKLED_BYTE_ARRAY(),
     ).uid("model-scoring").name("Model scoring (async, batched)")
 
     decisions = scored.process(

@@ -1,33 +1,47 @@
 """One keyed operator per feature view: state in, features out, expiry on event time.
 
-Per event it does one state read and one state write (the whole compact window state
-of the key in one value), because each state access is the main per-record cost of
-PyFlink's Python operators (shared/notes/measured-facts.md).
+Why shards: in PyFlink's process mode every keyed-state read that the Python-side cache
+cannot serve is a blocking round trip to the JVM, and with card or customer ids nearly
+every event is such a miss (a new or long-unseen key). Profiling showed the worker
+waiting on those reads. So the stream is keyed by a shard of the entity key
+(``crc32(key) % state_shards``) and each shard keeps its entities in one ``MapState``
+(entity key -> compact window state). The first event of a shard after (re)start loads
+the shard's entries in one iteration; from then on the operator reads entities from
+memory and only writes through to the MapState, whose writes PyFlink batches per bundle.
+Flink state stays the source of truth: checkpoints and restores see every write, and a
+restarted operator reloads shards from it. Memory holds the live entities of the shards
+this subtask owns, bounded by the event-time expiry below.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from pyflink.common import Time, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig
 
 from feature_views.model import MINUTE_MS, FeatureView
-from feature_views.window_state import ViewComputer, empty_state
+from feature_views.window_state import State, ViewComputer, empty_state
 from operators.clock import now_ms
 
 NO_WATERMARK = -(2**63)
-# Timers are rounded up to this granularity, so a busy key registers one timer per
-# minute instead of one per event (Flink de-duplicates timers per key and time).
+# Expiry timers are rounded up to this granularity: one timer per shard and minute.
 TIMER_GRANULARITY_MS = MINUTE_MS
 # Processing-time TTL only as a memory safety net: expiry proper is on event time.
 SAFETY_TTL_DAYS = 45
 
 
-def state_descriptor(view: FeatureView) -> ValueStateDescriptor:
-    descriptor = ValueStateDescriptor(f"{view.name}-v{view.version}", Types.PICKLED_BYTE_ARRAY())
+def shard_of(entity_key: str, shards: int) -> int:
+    return zlib.crc32(entity_key.encode("utf-8")) % shards
+
+
+def state_descriptor(view: FeatureView) -> MapStateDescriptor:
+    descriptor = MapStateDescriptor(
+        f"{view.name}-v{view.version}", Types.STRING(), Types.PICKLED_BYTE_ARRAY()
+    )
     ttl = (
         StateTtlConfig.new_builder(Time.days(SAFETY_TTL_DAYS))
         .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
@@ -39,7 +53,7 @@ def state_descriptor(view: FeatureView) -> ValueStateDescriptor:
 
 
 class FeatureViewFunction(KeyedProcessFunction):
-    """Computes ``view``'s features for each record of its key.
+    """Computes ``view``'s features for each record; keyed by ``shard_of(entity key)``.
 
     ``flags_late``: this operator (the first keyed one) decides whether the event is
     late, i.e. behind the watermark by more than the allowed lateness.
@@ -53,29 +67,43 @@ class FeatureViewFunction(KeyedProcessFunction):
         self.stage = stage
         self.flags_late = flags_late
         self._computer: ViewComputer | None = None
-        self._state: Any = None
+        self._map: Any = None
+        self._shards: dict[int, dict[str, State]] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._computer = ViewComputer(self.view)
-        self._state = runtime_context.get_state(state_descriptor(self.view))
+        self._map = runtime_context.get_map_state(state_descriptor(self.view))
+        self._shards = {}
         group = runtime_context.get_metrics_group().add_group("rtd").add_group(self.view.name)
         self._late_counter = group.counter("late_events")
+        group.gauge("entities_in_memory", lambda: sum(len(s) for s in self._shards.values()))
+
+    def _shard(self, shard: int) -> dict[str, State]:
+        entities = self._shards.get(shard)
+        if entities is None:
+            entities = {key: state for key, state in self._map.items()}
+            self._shards[shard] = entities
+        return entities
 
     def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
                         ) -> Iterator[dict[str, Any]]:
         computer = self._computer
         assert computer is not None
-        watermark = ctx.timer_service().current_watermark()
-        state = self._state.value() or empty_state()
-        if watermark != NO_WATERMARK:
-            computer.prune(state, watermark, self.allowed_lateness_ms)
+        entities = self._shard(ctx.get_current_key())
         event = value["event"]
+        key = event[self.view.entity_key]
+        watermark = ctx.timer_service().current_watermark()
+        state = entities.get(key)
+        if state is None:
+            state = entities[key] = empty_state()
+        elif watermark != NO_WATERMARK:
+            computer.prune(state, watermark, self.allowed_lateness_ms)
         t = event["event_time"]
         if self.flags_late and watermark != NO_WATERMARK and t < watermark - self.allowed_lateness_ms:
             value["late"] = True
             self._late_counter.inc()
         value["features"].update(computer.apply(state, event))
-        self._state.update(state)
+        self._map.put(key, state)
         expiry = computer.expires_at(state, self.allowed_lateness_ms)
         ctx.timer_service().register_event_time_timer(
             -(-expiry // TIMER_GRANULARITY_MS) * TIMER_GRANULARITY_MS
@@ -89,16 +117,14 @@ class FeatureViewFunction(KeyedProcessFunction):
         yield value
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        """Drop the shard's entities that can no longer affect any window."""
         computer = self._computer
         assert computer is not None
-        state = self._state.value()
-        if state is None:
-            return
-        if computer.is_expired(state, timestamp, self.allowed_lateness_ms):
-            self._state.clear()
-        else:
-            # Newer events pushed expiry on; their own timers cover it. Prune the rest.
-            computer.prune(state, timestamp, self.allowed_lateness_ms)
-            self._state.update(state)
+        entities = self._shard(ctx.get_current_key())
+        expired = [k for k, s in entities.items()
+                   if computer.is_expired(s, timestamp, self.allowed_lateness_ms)]
+        for key in expired:
+            del entities[key]
+            self._map.remove(key)
         return
         yield  # pragma: no cover - makes this a generator, as PyFlink expects

@@ -93,6 +93,8 @@ class JobConfig(_Frozen):
     idleness_ms: int = Field(default=10_000, ge=0)
     allowed_lateness_ms: int = Field(default=60_000, ge=0)
     code_version: str = "0.1.0"
+    # Feature state is keyed by a shard of the entity key (see operators/keyed_features.py).
+    state_shards: int = Field(default=32, ge=1)
     # The async operator's own per-record timeout (a safety net behind the client's
     # deadline, serving.timeout_ms). PyFlink arms one threading.Timer per in-flight
     # record for it; 0 turns it off (see docs/BENCHMARKS.md for the cost).
