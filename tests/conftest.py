@@ -38,15 +38,18 @@ def stack_config_for(run_id: str, **overrides: object) -> RtdConfig:
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[RtdConfig]:
-    """The real local stack (Kafka, model server, Flink cluster), started for the
-    session and stopped after, unless RTD_KEEP_TEST_STACK=1."""
+    """The real local stack (Kafka, model server, Flink cluster) on the test ports.
+
+    Started for the session if it is not running, and then stopped after, unless
+    RTD_KEEP_TEST_STACK=1. A stack that was already running is left running."""
     from rtd.stack.local_stack import LocalStack
 
     config = stack_config_for("base")
     stack = LocalStack(config)
+    already_running = all(s.running for s in stack.status())
     stack.up(log=lambda line: print(line))
     yield config
-    if os.environ.get("RTD_KEEP_TEST_STACK") != "1":
+    if not already_running and os.environ.get("RTD_KEEP_TEST_STACK") != "1":
         stack.down(log=lambda line: print(line))
 
 
