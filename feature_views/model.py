@@ -69,6 +69,11 @@ class FeatureView:
     features: tuple[Feature, ...]
     version: int
     description: str = ""
+    # Defaults of the job config's settings of the same names: the bounded
+    # out-of-orderness the view tolerates, and how far behind the watermark an event
+    # may be before it is flagged late.
+    watermark_delay_ms: int = 5_000
+    allowed_lateness_ms: int = 60_000
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]

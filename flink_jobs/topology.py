@@ -19,6 +19,7 @@ from pyflink.datastream import AsyncDataStream, DataStream
 
 from decisioning.rules import RuleSet
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
+from feature_views.model import FeatureView
 from operators.decide import TRACE_TAG, DecideAndTrace
 from operators.event_time import event_time_watermarks
 from operators.keyed_features import FeatureViewFunction, shard_of
@@ -46,9 +47,16 @@ def job_info(config: RtdConfig, rules: RuleSet) -> dict[str, Any]:
     }
 
 
-def build_features(validated: DataStream, config: RtdConfig) -> DataStream:
+def build_features(
+    validated: DataStream,
+    config: RtdConfig,
+    views: tuple[FeatureView, FeatureView] = (CARD_FEATURES, CUSTOMER_FEATURES),
+) -> DataStream:
     """Watermarks and the keyed feature operators: the part the live job and the replay
-    share, so both compute features with the same code and state."""
+    share, so both compute features with the same code and state. ``views``: the card
+    view (keyed by its entity key, flags late events) and the customer view; any
+    declared features are computed, no operator code names them."""
+    card_view, customer_view = views
     job = config.job
     records = Types.PICKLED_BYTE_ARRAY()
     timed = validated.assign_timestamps_and_watermarks(
@@ -56,15 +64,16 @@ def build_features(validated: DataStream, config: RtdConfig) -> DataStream:
     ).uid("event-time-watermarks").name("Event-time watermarks")
 
     shards = job.state_shards
-    card = timed.key_by(lambda r: shard_of(r["event"]["card_id"], shards), key_type=Types.INT()) \
-        .process(FeatureViewFunction(CARD_FEATURES, job.allowed_lateness_ms,
+    card_key, customer_key = card_view.entity_key, customer_view.entity_key
+    card = timed.key_by(lambda r: shard_of(r["event"][card_key], shards), key_type=Types.INT()) \
+        .process(FeatureViewFunction(card_view, job.allowed_lateness_ms,
                                      stage="card_features", flags_late=True),
                  output_type=records) \
         .uid("card-features").name("Card features")
 
-    return card.key_by(lambda r: shard_of(r["event"]["customer_id"], shards),
+    return card.key_by(lambda r: shard_of(r["event"][customer_key], shards),
                        key_type=Types.INT()) \
-        .process(FeatureViewFunction(CUSTOMER_FEATURES, job.allowed_lateness_ms,
+        .process(FeatureViewFunction(customer_view, job.allowed_lateness_ms,
                                      stage="customer_features", flags_late=False),
                  output_type=records) \
         .uid("customer-features").name("Customer features")

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from feature_views.definitions import ALL_VIEWS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -81,6 +83,9 @@ class ServingConfig(_Frozen):
     async_capacity: int = Field(default=256, ge=1)
     breaker_failure_threshold: int = 5
     breaker_reset_s: float = 2.0
+    # Fallback ladder: when the live call fails, a card's last live score decides if it
+    # was for an event within this much event time of the current one; 0 turns it off.
+    last_score_max_age_ms: int = Field(default=600_000, ge=0)
 
     @property
     def target(self) -> str:
@@ -89,9 +94,12 @@ class ServingConfig(_Frozen):
 
 class JobConfig(_Frozen):
     name: str = "rtd-decision-job"
-    watermark_delay_ms: int = Field(default=5_000, ge=0)
+    # Defaults come from the feature views' declarations (feature_views/definitions.py).
+    watermark_delay_ms: int = Field(
+        default=max(v.watermark_delay_ms for v in ALL_VIEWS), ge=0)
     idleness_ms: int = Field(default=10_000, ge=0)
-    allowed_lateness_ms: int = Field(default=60_000, ge=0)
+    allowed_lateness_ms: int = Field(
+        default=max(v.allowed_lateness_ms for v in ALL_VIEWS), ge=0)
     code_version: str = "0.1.0"
     # Feature state is keyed by a shard of the entity key (see operators/keyed_features.py).
     state_shards: int = Field(default=32, ge=1)
