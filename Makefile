@@ -35,6 +35,9 @@ test-pipeline: setup
 test-integration: setup
 	$(BIN)/python -m pytest -m integration tests
 
+bench: setup
+	$(BIN)/rtd bench --preset short
+
 down:
 	$(BIN)/rtd stack down
 

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.cli import bench
 from rtd.config import RtdConfig, load_config
 from rtd.simulator.cli import simulate
 from rtd.stack.processes import StackError
@@ -22,6 +23,7 @@ stack_app = typer.Typer(help="The local stack: Kafka (KRaft), Flink cluster, mod
                         no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.command("simulate")(simulate)
+app.command("bench")(bench)
 console = Console()
 
 ConfigOption = Annotated[

@@ -1,0 +1,1 @@
+"""The alternatives `rtd bench` measures ours against, in the same run (docs/BENCHMARKS.md)."""

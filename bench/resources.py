@@ -1,0 +1,133 @@
+"""CPU and memory per process group, sampled once a second with psutil.
+
+CPU is in percent of one core (200 = both cores of this machine busy), as psutil and
+top report it; memory is resident set size. The machine is shared: ``machine`` is the
+whole machine's CPU, so a reader can see how much of it was someone else's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+# group name -> the processes in it right now
+Groups = Callable[[], dict[str, list[int]]]
+
+
+def pid_from_file(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if psutil.pid_exists(pid) else None
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def stack_groups(stack_run_dir: Path, job_started_s: float | None) -> dict[str, list[int]]:
+    """The local stack's processes; Flink's Python workers split into this run's job
+    (started after it was submitted) and other jobs' (the TaskManager is shared)."""
+    groups: dict[str, list[int]] = {}
+    for name, pattern in (("kafka", "kafka.pid"), ("model-server", "model-server.pid"),
+                          ("flink-jobmanager", "flink-*-standalonesession.pid"),
+                          ("flink-taskmanager", "flink-*-taskexecutor.pid")):
+        pids = [p for f in stack_run_dir.glob(pattern) if (p := pid_from_file(f)) is not None]
+        groups[name] = pids
+    workers_ours: list[int] = []
+    workers_other: list[int] = []
+    for tm in groups.get("flink-taskmanager", []):
+        for child in descendants(tm):
+            try:
+                created = child.create_time()
+            except psutil.Error:
+                continue
+            if job_started_s is not None and created >= job_started_s - 1:
+                workers_ours.append(child.pid)
+            else:
+                workers_other.append(child.pid)
+    if job_started_s is not None:
+        groups["flink-python-workers"] = workers_ours
+    groups["other-jobs-python-workers"] = workers_other
+    return groups
+
+
+class ResourceSampler:
+    def __init__(self, groups: Groups, interval_s: float = 1.0) -> None:
+        self.groups = groups
+        self.interval_s = interval_s
+        # (epoch ms, group, cpu % of one core, rss bytes)
+        self.samples: list[tuple[int, str, float, int]] = []
+        self._procs: dict[int, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
+        psutil.cpu_percent(None)
+
+    def _proc(self, pid: int) -> psutil.Process | None:
+        proc = self._procs.get(pid)
+        if proc is None:
+            try:
+                proc = self._procs[pid] = psutil.Process(pid)
+                proc.cpu_percent(None)  # the first call only starts the measurement
+            except psutil.Error:
+                return None
+        return proc
+
+    def sample(self) -> None:
+        now = time.time_ns() // 1_000_000
+        known = 0.0
+        for group, pids in self.groups().items():
+            cpu, rss = 0.0, 0
+            for pid in pids:
+                proc = self._proc(pid)
+                if proc is None:
+                    continue
+                try:
+                    cpu += proc.cpu_percent(None)
+                    rss += proc.memory_info().rss
+                except psutil.Error:
+                    self._procs.pop(pid, None)
+            known += cpu
+            self.samples.append((now, group, cpu, rss))
+        machine = psutil.cpu_percent(None) * psutil.cpu_count()
+        self.samples.append((now, "machine", machine, psutil.virtual_memory().used))
+        # Whatever ran besides the stack, the system under test and the benchmark itself:
+        # other people's work on a shared machine.
+        self.samples.append((now, "others", max(machine - known, 0.0), 0))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def summarize_resources(samples: list[tuple[int, str, float, int]], start_ms: int,
+                        end_ms: int) -> dict[str, dict[str, Any]]:
+    """Per group within [start_ms, end_ms): mean CPU (% of a core) and peak RSS (MiB)."""
+    per: dict[str, tuple[list[float], list[int]]] = {}
+    for at, group, cpu, rss in samples:
+        if start_ms <= at < end_ms:
+            cpus, rsss = per.setdefault(group, ([], []))
+            cpus.append(cpu)
+            rsss.append(rss)
+    return {
+        group: {"cpu_pct_mean": round(statistics.fmean(cpus), 1),
+                "rss_mib_max": round(max(rsss) / 2**20, 1)}
+        for group, (cpus, rsss) in per.items() if cpus
+    }
