@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from decisioning.decision import SCHEMA_VERSION, ModelResult
+from decisioning.decision import SCHEMA_VERSION, LastScore, ModelResult
 from feature_views.model import FeatureView
 
 STAGES = ("received", "validated", "card_features", "customer_features", "scored", "decided")
@@ -61,6 +61,33 @@ def stage_durations(timings: Mapping[str, int]) -> dict[str, int]:
     return durations
 
 
+def _last_score_entry(last: LastScore | None) -> dict[str, Any] | None:
+    if last is None:
+        return None
+    return {
+        "score": last.score,
+        "model_version": last.model_version,
+        "event_id": last.event_id,
+        "event_time": last.event_time,
+        "age_ms": last.age_ms,
+        "max_age_ms": last.max_age_ms,
+    }
+
+
+def model_result_from_trace(trace: Mapping[str, Any]) -> ModelResult:
+    """The ``ModelResult`` a trace records, to re-derive its decision from it alone."""
+    model = trace["model"]
+    response, last = model.get("response"), model.get("last_score")
+    if response is not None:
+        return ModelResult(response["score"], response["model_version"], None,
+                           response.get("latency_ms"), response.get("batch_size"))
+    if last is not None:
+        return ModelResult(last["score"], last["model_version"], model["fallback_reason"],
+                           detail=model.get("fallback_detail"),
+                           last_score=LastScore(**last))
+    return ModelResult(None, None, model["fallback_reason"], detail=model.get("fallback_detail"))
+
+
 def build_trace(
     *,
     decision: Mapping[str, Any],
@@ -78,7 +105,7 @@ def build_trace(
     job: Mapping[str, Any],
 ) -> dict[str, Any]:
     response = None
-    if model.score is not None:
+    if model.live:
         response = {
             "score": model.score,
             "model_version": model.model_version,
@@ -106,6 +133,9 @@ def build_trace(
             "response": response,
             "fallback_reason": model.fallback_reason,
             "fallback_detail": model.detail,
+            # The ladder's second step: the live call failed (response null,
+            # fallback_reason set) and this earlier live score of the card decided.
+            "last_score": _last_score_entry(model.last_score),
         },
         "thresholds": dict(thresholds),
         "outcome": decision["outcome"],
@@ -138,4 +168,8 @@ def is_complete(trace: Mapping[str, Any], feature_names: Sequence[str]) -> bool:
     if set(feature_names) - names:
         return False
     model = trace["model"]
-    return (model.get("response") is not None) != (model.get("fallback_reason") is not None)
+    if (model.get("response") is not None) == (model.get("fallback_reason") is not None):
+        return False
+    # A MODEL decision names the score it used: the live response or the last score.
+    used_score = model.get("response") is not None or model.get("last_score") is not None
+    return used_score == (trace["path"] == "MODEL")

@@ -5,7 +5,8 @@ production wires Kafka tables to both ends, tests may wire collections.
 
 raw -> validate (dead letters to a side output) -> event-time watermarks
     -> key by card_id: card features -> key by customer_id: customer features
-    -> async batched model scoring (rules-only fallback) -> decide + trace
+    -> async batched model scoring -> key by card_id: fallback ladder (the card's last
+       score when the live call failed) -> decide + trace
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURE
 from feature_views.model import FeatureView
 from operators.decide import TRACE_TAG, DecideAndTrace
 from operators.event_time import event_time_watermarks
+from operators.fallback_ladder import FallbackLadderFunction
 from operators.keyed_features import FeatureViewFunction, shard_of
 from operators.scoring import ScoreWithModel
 from operators.validation import DLQ_TAG, KEY_VALUE_ROW, ValidateEvents
@@ -99,7 +101,16 @@ def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Output
         output_type=Types.PICKLED_BYTE_ARRAY(),
     ).uid("model-scoring").name("Model scoring (async, batched)")
 
-    decisions = scored.process(
+    # Keyed by the card's shard, like the feature operators (see keyed_features.py).
+    shards = config.job.state_shards
+    laddered = scored.key_by(lambda r: shard_of(r["event"]["card_id"], shards),
+                             key_type=Types.INT()) \
+        .process(FallbackLadderFunction(config.serving.last_score_max_age_ms,
+                                        config.job.allowed_lateness_ms),
+                 output_type=Types.PICKLED_BYTE_ARRAY()) \
+        .uid("fallback-ladder").name("Fallback ladder (last score per card)")
+
+    decisions = laddered.process(
         DecideAndTrace(rules, config.thresholds, ALL_VIEWS, job_info(config, rules)),
         output_type=KEY_VALUE_ROW,
     ).uid("decide-and-trace").name("Decide and trace")

@@ -50,6 +50,15 @@ def explanation_lines(trace: dict[str, Any]) -> list[str]:
             f"(DECLINE >= {thresholds['decline']}, REVIEW >= {thresholds['review']}), "
             f"{resp['latency_ms']:.1f} ms, batch of {resp['batch_size']}"
         )
+    elif model.get("last_score"):
+        last = model["last_score"]
+        lines.append(
+            f"Live model call failed: '{model['fallback_reason']}' ({model.get('fallback_detail')}); "
+            f"used the card's last score {last['score']:.4f} from model v{last['model_version']} "
+            f"(event {last['event_id']}, {last['age_ms'] / 1000:.0f} s of event time earlier, "
+            f"limit {last['max_age_ms'] / 1000:.0f} s) "
+            f"(DECLINE >= {thresholds['decline']}, REVIEW >= {thresholds['review']})"
+        )
     else:
         lines.append(
             f"No model score: fallback '{model['fallback_reason']}' ({model.get('fallback_detail')}); "

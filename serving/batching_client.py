@@ -141,8 +141,14 @@ class BatchingPredictClient:
     """Coalescing Predict client; create it (or at least first use it) on the running loop."""
 
     def __init__(
-        self, config: ServingConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: ServingConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_call: Callable[[float, int, Reason | None], None] | None = None,
     ) -> None:
+        """``on_call(latency_ms, rows, outcome)`` is told of every Predict RPC sent, on the
+        loop thread, once it finished (outcome None: answered); the job's metrics use it."""
         self.target = config.target
         self.model_name = config.model_name
         self.signature_name = config.signature_name
@@ -162,6 +168,7 @@ class BatchingPredictClient:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._input_names: tuple[str, ...] | None = None
         self._closed = False
+        self._on_call = on_call
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -238,10 +245,12 @@ class BatchingPredictClient:
         remaining = min(row.deadline for row in batch) - started
         outcome: Reason | None = None
         cancelled = False
+        sent = False
         try:
             if remaining <= 0:
                 raise ModelCallError("timeout", "deadline passed while queued")
             request = self._request(batch)
+            sent = True
             self.counters.calls += 1
             self.counters.rows += len(batch)
             response = await self._stub.Predict(request, timeout=remaining)
@@ -275,6 +284,8 @@ class BatchingPredictClient:
         finally:
             if not cancelled and self.breaker.record(outcome):
                 self.counters.breaker_opens += 1
+            if sent and not cancelled and self._on_call is not None:
+                self._on_call((self._loop.time() - started) * 1000.0, len(batch), outcome)
 
     @staticmethod
     def _fail(batch: list[_Row], error: ModelCallError) -> None:

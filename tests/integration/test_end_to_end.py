@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from decisioning.decision import ModelResult, decide
-from decisioning.trace import is_complete
+from decisioning.decision import decide
+from decisioning.trace import is_complete, model_result_from_trace
 from feature_views.definitions import FEATURE_NAMES
 from rtd.job_submission import submit
 from rtd.simulator.producer import run_simulation
@@ -83,9 +83,7 @@ def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id):
     for decision in decision_docs:
         trace = by_event[decision["event_id"]]
         assert is_complete(trace, FEATURE_NAMES)
-        response = trace["model"]["response"]
-        model = (ModelResult(response["score"], response["model_version"], None)
-                 if response else ModelResult(None, None, trace["model"]["fallback_reason"]))
+        model = model_result_from_trace(trace)  # live score, last score or rules only
         again = decide(trace["input"]["event"], trace["rules"], model, decline_at=0.9,
                        review_at=0.6, late=trace["late"], decided_at=decision["decided_at"])
         assert again == decision

@@ -345,3 +345,22 @@ def test_works_on_a_loop_running_in_another_thread() -> None:
         loop.close()
     assert [r.score for r in results] == pytest.approx([i / 1000.0 for i in range(5)])
     assert {r.batch_size for r in results} == {5}
+
+
+def test_on_call_reports_each_rpc_with_its_rows_and_outcome() -> None:
+    calls: list[tuple[float, int, str | None]] = []
+
+    async def scenario() -> None:
+        async with fake_server() as (service, port):
+            client = BatchingPredictClient(config(port, max_batch_size=4),
+                                           on_call=lambda ms, rows, out: calls.append(
+                                               (ms, rows, out)))
+            await asyncio.gather(*(client.predict(row(float(i))) for i in range(6)))
+            service.fail_code = grpc.StatusCode.INTERNAL
+            with pytest.raises(ModelCallError):
+                await client.predict(row(1.0))
+            await client.close()
+
+    run(scenario)
+    assert sorted((rows, out) for _, rows, out in calls) == [(1, "error"), (2, None), (4, None)]
+    assert all(ms >= 0 for ms, _, _ in calls)

@@ -1,0 +1,150 @@
+"""The fallback ladder's Flink shell: the card's last live model score in keyed state.
+
+Runs after the async scoring operator, keyed by ``shard_of(card_id, job.state_shards)``,
+with the same state layout as operators/keyed_features.py and for the same reason: in
+PyFlink's process mode a keyed-state read the Python-side cache cannot serve is a
+blocking round trip to the JVM, and card ids miss that cache almost always. So each shard
+keeps its cards in one ``MapState`` (card id -> last live score), loaded into memory by
+the shard's first record after (re)start; from then on reads come from memory and only
+writes go to the MapState, which PyFlink batches per bundle. Only a live score is
+written (one put per scored record); a failed call reads memory only. With
+``serving.last_score_max_age_ms`` 0 the operator touches no state at all.
+
+Forgetting is on event time, without timers (a timer is a state access too): each shard
+sweeps its cards once it has seen as many records as it holds cards, dropping scores no
+event that is not late can use. A processing-time TTL on the MapState is only a safety
+net for shards that stop receiving records.
+
+Metrics (group ``rtd.fallback_ladder``) live here rather than in the async scoring
+operator: PyFlink runs ``async_invoke`` and the operator that follows it on threads of
+their own, where Beam-backed counters and meters have no metrics container and are
+dropped. This operator's ``process_element`` runs on the worker's main thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pyflink.common import Row, Time, Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig
+
+from decisioning.decision import FALLBACK_REASONS, ModelResult
+from decisioning.fallback_ladder import FallbackLadder, Remembered, Step
+
+STATE_NAME = "last-model-score-v1"
+REMEMBERED_ROW = Types.ROW_NAMED(
+    ["score", "model_version", "event_id", "event_time"],
+    [Types.DOUBLE(), Types.INT(), Types.STRING(), Types.LONG()],
+)
+SAFETY_TTL_DAYS = 2
+# A shard sweeps once it has seen max(this, its card count) records since the last sweep.
+MIN_RECORDS_BETWEEN_SWEEPS = 1_000
+
+
+def state_descriptor() -> MapStateDescriptor:
+    descriptor = MapStateDescriptor(STATE_NAME, Types.STRING(), REMEMBERED_ROW)
+    # Not NeverReturnExpired: for that visibility PyFlink turns its Python-side state
+    # cache off (for the operator's whole state backend), making every put a blocking
+    # JVM round trip. Whether a score may be used is decided on event time anyway.
+    ttl = (
+        StateTtlConfig.new_builder(Time.days(SAFETY_TTL_DAYS))
+        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+        .set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
+        .build()
+    )
+    descriptor.enable_time_to_live(ttl)
+    return descriptor
+
+
+def _from_row(row: Row) -> Remembered:
+    return Remembered(float(row[0]), int(row[1]), str(row[2]), int(row[3]))
+
+
+def _to_row(remembered: Remembered) -> Row:
+    return Row(remembered.score, remembered.model_version, remembered.event_id,
+               remembered.event_time)
+
+
+class _Shard:
+    __slots__ = ("cards", "newest_event_time", "since_sweep")
+
+    def __init__(self, cards: dict[str, Remembered]) -> None:
+        self.cards = cards
+        self.newest_event_time = max((r.event_time for r in cards.values()), default=0)
+        self.since_sweep = 0
+
+
+class FallbackLadderFunction(KeyedProcessFunction):
+    """Replaces a failed live call's ``ModelResult`` by the card's recent last score."""
+
+    def __init__(self, max_age_ms: int, allowed_lateness_ms: int) -> None:
+        self.max_age_ms = max_age_ms
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self._ladder: FallbackLadder | None = None
+        self._map: Any = None
+        self._shards: dict[int, _Shard] = {}
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._ladder = FallbackLadder(self.max_age_ms)
+        self._map = runtime_context.get_map_state(state_descriptor()) \
+            if self._ladder.enabled else None
+        self._shards = {}
+        group = runtime_context.get_metrics_group().add_group("rtd").add_group("fallback_ladder")
+        self._steps = {step: group.counter(step.value) for step in Step}
+        self._last_score_rate = group.meter("last_score_used_per_s", time_span_in_seconds=60)
+        # Live-call failures by cause: the counters are the totals, the meters the rate.
+        self._failed = {reason: group.counter(f"live_call_{reason}") for reason in
+                        FALLBACK_REASONS}
+        self._failed_rate = {reason: group.meter(f"live_call_{reason}_per_s", 60)
+                             for reason in FALLBACK_REASONS}
+        group.gauge("cards_remembered", lambda: sum(len(s.cards) for s in
+                                                    self._shards.values()))
+
+    def _shard(self, shard: int) -> _Shard:
+        state = self._shards.get(shard)
+        if state is None:
+            state = _Shard({key: _from_row(row) for key, row in self._map.items()})
+            self._shards[shard] = state
+        return state
+
+    def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
+                        ) -> Iterator[dict[str, Any]]:
+        ladder = self._ladder
+        assert ladder is not None
+        model: ModelResult = value["model"]
+        if model.fallback_reason is not None:
+            self._failed[model.fallback_reason].inc()
+            self._failed_rate[model.fallback_reason].mark_event()
+        if not ladder.enabled:
+            self._steps[Step.LIVE if model.score is not None else Step.DISABLED].inc()
+            yield value
+            return
+        event = value["event"]
+        card = event["card_id"]
+        shard = self._shard(ctx.get_current_key())
+        outcome = ladder.apply(model, event, shard.cards.get(card))
+        self._steps[outcome.step].inc()
+        if outcome.step is Step.LAST_SCORE:
+            value["model"] = outcome.model
+            self._last_score_rate.mark_event()
+        if outcome.remember is not None:
+            shard.cards[card] = outcome.remember
+            self._map.put(card, _to_row(outcome.remember))
+        shard.newest_event_time = max(shard.newest_event_time, int(event["event_time"]))
+        shard.since_sweep += 1
+        if shard.since_sweep >= max(MIN_RECORDS_BETWEEN_SWEEPS, len(shard.cards)):
+            self._sweep(shard)
+        yield value
+
+    def _sweep(self, shard: _Shard) -> None:
+        ladder = self._ladder
+        assert ladder is not None
+        shard.since_sweep = 0
+        expired = [card for card, remembered in shard.cards.items()
+                   if ladder.expired(remembered, shard.newest_event_time,
+                                     self.allowed_lateness_ms)]
+        for card in expired:
+            del shard.cards[card]
+            self._map.remove(card)
