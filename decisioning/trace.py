@@ -22,8 +22,11 @@ def feature_entries(
     views: Sequence[FeatureView],
     features: Mapping[str, float],
     as_of: Mapping[str, Mapping[str, Any]],
+    freshness_ms: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One entry per feature: value, window, aggregation, and the moment it is as of."""
+    """One entry per feature: value, window, aggregation, the moment it is as of, and its
+    freshness: how long after the newest event it reflects (the decided event itself,
+    which every window includes) was appended to Kafka the decision read it."""
     out = []
     for view in views:
         meta = as_of.get(view.name, {})
@@ -40,8 +43,24 @@ def feature_entries(
                 "as_of_event_time": meta.get("as_of_event_time"),
                 "watermark": meta.get("watermark"),
                 "computed_at": meta.get("computed_at"),
+                "freshness_ms": freshness_ms,
             })
     return out
+
+
+def coherence(as_of: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Whether the views of one decision describe the same moment: the spread of their
+    as-of event times (0 when all are as of the decided event) and of the wall-clock
+    times they were computed at."""
+    times = [m.get("as_of_event_time") for m in as_of.values()]
+    computed = [m.get("computed_at") for m in as_of.values()]
+    event_times = [t for t in times if t is not None]
+    walls = [c for c in computed if c is not None]
+    return {
+        "as_of_event_time": {name: m.get("as_of_event_time") for name, m in as_of.items()},
+        "event_time_skew_ms": (max(event_times) - min(event_times)) if event_times else None,
+        "computed_skew_ms": (max(walls) - min(walls)) if walls else None,
+    }
 
 
 def stage_durations(timings: Mapping[str, int]) -> dict[str, int]:
@@ -88,6 +107,11 @@ def model_result_from_trace(trace: Mapping[str, Any]) -> ModelResult:
     return ModelResult(None, None, model["fallback_reason"], detail=model.get("fallback_detail"))
 
 
+def _freshness(source: Mapping[str, Any], decision: Mapping[str, Any]) -> int | None:
+    appended = source.get("kafka_timestamp")
+    return None if appended is None else int(decision["decided_at"]) - int(appended)
+
+
 def build_trace(
     *,
     decision: Mapping[str, Any],
@@ -125,7 +149,8 @@ def build_trace(
             "raw": source.get("raw"),
             "event": dict(event),
         },
-        "features": feature_entries(views, features, as_of),
+        "features": feature_entries(views, features, as_of, _freshness(source, decision)),
+        "feature_coherence": coherence(as_of),
         "rules": [dict(r) for r in rule_results],
         "rules_version": rules_version,
         "model": {

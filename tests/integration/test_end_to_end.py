@@ -83,6 +83,10 @@ def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id):
     for decision in decision_docs:
         trace = by_event[decision["event_id"]]
         assert is_complete(trace, FEATURE_NAMES)
+        # card and customer features describe the same moment; freshness is measured
+        assert trace["feature_coherence"]["event_time_skew_ms"] == 0
+        assert all(f["freshness_ms"] is not None and f["freshness_ms"] >= 0
+                   for f in trace["features"])
         model = model_result_from_trace(trace)  # live score, last score or rules only
         again = decide(trace["input"]["event"], trace["rules"], model, decline_at=0.9,
                        review_at=0.6, late=trace["late"], decided_at=decision["decided_at"])
