@@ -10,6 +10,8 @@ here with ``DeliveryGuarantee.EXACTLY_ONCE`` and one transactional id prefix per
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyflink.table import StreamTableEnvironment
 
 from rtd.config import RtdConfig
@@ -22,6 +24,9 @@ _STARTUP = {
     " 'properties.auto.offset.reset' = 'earliest'",
     "earliest": "'scan.startup.mode' = 'earliest-offset'",
     "latest": "'scan.startup.mode' = 'latest-offset'",
+    # Bounded replays (rtd/replay) start at offsets they resolved themselves; the
+    # offsets go in ``options`` as 'scan.startup.specific-offsets'.
+    "specific-offsets": "'scan.startup.mode' = 'specific-offsets'",
 }
 
 
@@ -30,11 +35,16 @@ def _quote(value: str) -> str:
 
 
 def source_ddl(config: RtdConfig, *, bounded_offsets: str | None = None,
-               startup: str | None = None) -> str:
+               startup: str | None = None, options: Mapping[str, str] | None = None) -> str:
+    """The `transactions` source table. The live job passes nothing; a bounded replay
+    passes ``bounded_offsets`` (a 'scan.bounded.mode') and further connector
+    ``options`` such as 'scan.bounded.specific-offsets'."""
     kafka = config.kafka
     extra = ""
     if bounded_offsets is not None:
         extra = f", 'scan.bounded.mode' = '{bounded_offsets}'"
+    for key, value in (options or {}).items():
+        extra += f",\n  '{_quote(key)}' = '{_quote(value)}'"
     return f"""
 CREATE TEMPORARY TABLE {SOURCE_TABLE} (
   `k` BYTES,

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from bench.cli import bench
 from rtd.config import RtdConfig, load_config
+from rtd.replay.cli import replay
 from rtd.simulator.cli import simulate
 from rtd.stack.processes import StackError
 
@@ -23,6 +24,7 @@ stack_app = typer.Typer(help="The local stack: Kafka (KRaft), Flink cluster, mod
                         no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.command("simulate")(simulate)
+app.command("replay")(replay)
 app.command("bench")(bench)
 console = Console()
 

@@ -1,0 +1,1 @@
+"""Replay: `transactions` history -> point-in-time training rows, and the skew proof."""

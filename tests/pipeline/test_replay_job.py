@@ -1,0 +1,163 @@
+"""The replay job on a local mini cluster, history injected as a collection.
+
+The same history also runs through the live topology (no model server: rules only), so
+verify can compare the replay with real traces, and fail when a definition changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import zlib
+from collections import Counter
+from typing import Any
+
+import pytest
+from pyflink.common import Row, Types
+from pyflink.datastream import StreamExecutionEnvironment
+
+from decisioning.rules import load_rules
+from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
+from feature_views.model import MINUTE_MS
+from flink_jobs.decision_job import job_configuration
+from flink_jobs.replay_job import DEAD, build_replay, replay_configuration
+from flink_jobs.topology import build_topology
+from rtd.config import load_config
+from rtd.replay.dataset import build_table
+from rtd.replay.labels import labels_as_of
+from rtd.replay.rows import row_columns
+from rtd.replay.verify import DIFFERING, compare, parse_traces
+from tests.builders import MIN, SEC, T0, encode, label, txn
+from tests.reference_features import all_features
+
+pytestmark = pytest.mark.pipeline
+
+RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
+PARTITIONS = 2
+CONFIG = load_config(None, serving={"port": 1, "timeout_ms": 200},
+                     flink={"parallelism": 1, "bundle_time_ms": 5})
+
+
+def history() -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Events in arrival order: a card-testing burst, a geo jump, a customer with cards
+    in both partitions, and an event a few seconds out of order (not late)."""
+    events = [txn("burst", 1.0 + i, at=T0 + i * 8 * SEC, merchant=f"m{i}", channel="ecom",
+                  customer="alice") for i in range(6)]
+    events += [txn("travel", 50.0, at=T0 + 1 * MIN, country="US", customer="alice"),
+               txn("travel", 70.0, at=T0 + 2 * MIN + 30 * SEC, country="FR", customer="alice"),
+               txn("ooo", 5.0, at=T0 + 3 * MIN + 30 * SEC, customer="carol"),
+               txn("ooo", 6.0, at=T0 + 3 * MIN + 27 * SEC, customer="carol"),
+               txn("bob1", 2500.0, at=T0 + 4 * MIN, customer="bob"),
+               txn("bob2", 2600.0, at=T0 + 4 * MIN + 20 * SEC, customer="bob"),
+               txn("bob1", 30.0, at=T0 + 4 * MIN + 40 * SEC, customer="bob")]
+    malformed = [b"{not json", encode({**txn("bad"), "amount": -1})]
+    return events, malformed
+
+
+def partition_of(card: bytes) -> int:
+    return zlib.crc32(card) % PARTITIONS
+
+
+def raw_rows(events: list[dict[str, Any]], malformed: list[bytes]) -> list[Row]:
+    """Kafka-like rows: partition by card, offsets per partition in arrival order."""
+    offsets: Counter[int] = Counter()
+    rows = []
+    for key, value in [(e["card_id"].encode(), encode(e)) for e in events] + [
+            (b"bad", m) for m in malformed]:
+        p = partition_of(key)
+        rows.append(Row(key, value, "transactions", p, offsets[p], T0 + len(rows)))
+        offsets[p] += 1
+    return rows
+
+
+def environment(conf: Any) -> StreamExecutionEnvironment:
+    conf.set_string("python.executable", sys.executable)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(1)
+    return env
+
+
+def replay(rows: list[Row], views=(CARD_FEATURES, CUSTOMER_FEATURES),
+           rows_from: dict[int, int] | None = None) -> tuple[list[tuple], Counter[str]]:
+    env = environment(replay_configuration(CONFIG, bundle_size=1000, bundle_time_ms=50))
+    raw = env.from_collection(rows, type_info=RAW_ROW)
+    batches = build_replay(raw, CONFIG, views, rows_from or {}, batch_size=4)
+    out: list[tuple] = []
+    dead: Counter[str] = Counter()
+    for batch in batches.execute_and_collect():
+        assert len(batch) <= 4
+        for tag, item in batch:
+            if tag == DEAD:
+                dead[item] += 1
+            else:
+                out.append(item)
+    return out, dead
+
+
+@pytest.fixture(scope="module")
+def replayed():
+    events, malformed = history()
+    rows = raw_rows(events, malformed)
+    # the first record of partition 0 is warm-up: it builds state but yields no row
+    return events, rows, replay(rows, rows_from={0: 1})
+
+
+def test_replay_rows_carry_the_reference_features_and_point_in_time_labels(replayed):
+    events, rows, (out, dead) = replayed
+    warmup_id = next(e["event_id"] for e in events if partition_of(e["card_id"].encode()) == 0)
+    expected = all_features(events)  # one reader: processing order = arrival order
+    labels, _ = labels_as_of(
+        [json.dumps(label(e["event_id"], e["card_id"] == "burst", at=e["event_time"] + MIN))
+         for e in events], cutoff_ms=T0 + 4 * MIN)
+    table = build_table(out, labels, ALL_VIEWS)
+    got = {r["event_id"]: r for r in table.to_pylist()}
+
+    assert sorted(got) == sorted(e["event_id"] for e in events if e["event_id"] != warmup_id)
+    assert dead == Counter({"not_json": 1, "amount_out_of_range": 1})
+    for event in events:
+        if event["event_id"] == warmup_id:
+            continue
+        r = got[event["event_id"]]
+        assert {n: r[n] for n in FEATURE_NAMES} == expected[event["event_id"]], event
+        assert all(r[n + "_as_of"] == event["event_time"] for n in FEATURE_NAMES)
+        assert r["event_time"] == event["event_time"] and not r["late"]
+        # a label is known iff it was given at or before the cutoff
+        known = event["event_time"] + MIN <= T0 + 4 * MIN
+        assert (r["label_known"], r["is_fraud"]) == (
+            (known, event["card_id"] == "burst") if known else (False, None))
+    assert set(row_columns(ALL_VIEWS)) < set(table.schema.names)
+
+
+def test_verify_finds_no_difference_to_live_traces_and_catches_a_changed_window(replayed):
+    events, rows, (out, _) = replayed
+    env = environment(job_configuration(CONFIG))
+    outputs = build_topology(env.from_collection(rows, type_info=RAW_ROW), CONFIG, load_rules())
+    traces = parse_traces(list(outputs.traces.map(lambda r: r[1], output_type=Types.STRING())
+                               .execute_and_collect()))
+    assert len(traces) == len(events)
+
+    same = compare(build_table(out, {}, ALL_VIEWS).to_pylist(), traces, ALL_VIEWS)
+    assert same.compared == len(events) - 1 and same.identical == same.compared
+    assert same.ok(strict=True)
+
+    # A card view whose 1-minute count looks back 2 minutes, passed in as data: the
+    # repository's definitions stay as they are.
+    wider = dataclasses.replace(CARD_FEATURES, features=tuple(
+        dataclasses.replace(f, window_ms=2 * MINUTE_MS) if f.name == "card_txn_count_1m" else f
+        for f in CARD_FEATURES.features))
+    changed_out, _ = replay(rows, views=(wider, CUSTOMER_FEATURES))
+    changed = compare(build_table(changed_out, {}, (wider, CUSTOMER_FEATURES)).to_pylist(),
+                      traces, (wider, CUSTOMER_FEATURES))
+    assert not changed.ok()
+    assert changed.definition_mismatches == [
+        "card_txn_count_1m: window_ms 60000 (live) vs 120000 (replay)"]
+    differing = changed.of(DIFFERING)
+    assert differing and set(changed.by_feature) == {"card_txn_count_1m"}
+    # the travel card's second event, 90 s after its first, is where a 2-minute window
+    # differs from the 1-minute one
+    travel_second = events[7]["event_id"]
+    diff = next(d for d in differing if d.event_id == travel_second)
+    assert [(f.name, f.live, f.replay) for f in diff.features] == [
+        ("card_txn_count_1m", 1, 2.0)]
