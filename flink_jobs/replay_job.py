@@ -22,6 +22,8 @@ watermark a finished bounded source emits.
 from __future__ import annotations
 
 import json
+import os
+import site
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -31,6 +33,7 @@ from pyflink.datastream import (
     DataStream,
     FlatMapFunction,
     KeyedProcessFunction,
+    MapFunction,
     RuntimeExecutionMode,
     StreamExecutionEnvironment,
 )
@@ -40,13 +43,29 @@ from feature_views.model import FeatureView
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.kafka_tables import SOURCE_TABLE, source_ddl
 from flink_jobs.topology import build_features, validate_events
-from rtd.config import RtdConfig
+from rtd.config import PROJECT_ROOT, RtdConfig
 from rtd.replay.rows import row_values
 
 ROW = "row"
 DEAD = "dead"
 # Long.MAX_VALUE: the watermark a finished bounded source emits, so this timer fires last.
 END_OF_INPUT = 2**63 - 1
+EXECUTION_MODES = ("process", "thread")
+# The source row: key, value, topic, partition, offset, Kafka timestamp (epoch ms).
+RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
+
+
+class InstantToMillis(MapFunction):
+    """Thread mode hands a TIMESTAMP_LTZ column to Python as a Java ``Instant`` proxy,
+    which the validation cannot read; process mode converts it on the way. This makes
+    the row the same in both modes, so validation code stays shared."""
+
+    def map(self, value: Row) -> Row:
+        ts = value[5]
+        if ts is not None and hasattr(ts, "toEpochMilli"):
+            ts = int(ts.toEpochMilli())
+        return Row(value[0], value[1], value[2], value[3], value[4], ts)
 
 
 class ReplayRows(FlatMapFunction):
@@ -121,11 +140,16 @@ def build_replay(raw: DataStream, config: RtdConfig, views: tuple[FeatureView, F
         .uid("replay-batches").name("Row batches")
 
 
-def replay_configuration(config: RtdConfig, *, bundle_size: int, bundle_time_ms: int
-                         ) -> Configuration:
-    """The live job's Python execution settings (same mode, same state caches), with
-    larger bundles and heap state: a bounded job keeps no checkpoints."""
+def replay_configuration(config: RtdConfig, *, bundle_size: int, bundle_time_ms: int,
+                         execution_mode: str = "process") -> Configuration:
+    """The live job's Python execution settings (same state caches), with larger bundles
+    and heap state: a bounded job keeps no checkpoints. ``process`` is the live job's
+    mode; ``thread`` (no AsyncFunction here, so it is allowed) runs the Python
+    operators inside the JVM."""
+    if execution_mode not in EXECUTION_MODES:
+        raise ValueError(f"execution mode {execution_mode!r} not in {EXECUTION_MODES}")
     conf = job_configuration(config)
+    conf.set_string("python.execution-mode", execution_mode)
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.fn-execution.bundle.size", str(bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(bundle_time_ms))
@@ -135,10 +159,23 @@ def replay_configuration(config: RtdConfig, *, bundle_size: int, bundle_time_ms:
     return conf
 
 
+def embedded_python_path() -> None:
+    """Thread mode's embedded interpreter does not see a virtualenv's site-packages; it
+    reads PYTHONPATH from the JVM's environment, which the PyFlink gateway inherits
+    from this process when it starts. Call before the first PyFlink object is made."""
+    paths = [str(PROJECT_ROOT), *site.getsitepackages()]
+    current = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([current] if current else [])])
+
+
 def create_replay_environment(config: RtdConfig, *, parallelism: int, bundle_size: int,
-                              bundle_time_ms: int, connector_jars: Sequence[str] = ()
+                              bundle_time_ms: int, connector_jars: Sequence[str] = (),
+                              execution_mode: str = "process"
                               ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
-    conf = replay_configuration(config, bundle_size=bundle_size, bundle_time_ms=bundle_time_ms)
+    if execution_mode == "thread":
+        embedded_python_path()
+    conf = replay_configuration(config, bundle_size=bundle_size, bundle_time_ms=bundle_time_ms,
+                                execution_mode=execution_mode)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
     if connector_jars:
@@ -148,11 +185,15 @@ def create_replay_environment(config: RtdConfig, *, parallelism: int, bundle_siz
 
 
 def kafka_replay_source(t_env: StreamTableEnvironment, config: RtdConfig,
-                        source_options: Mapping[str, str], group_id: str) -> DataStream:
+                        source_options: Mapping[str, str], group_id: str,
+                        execution_mode: str = "process") -> DataStream:
     """The live source table, bounded to [read_from, read_to) and under its own group
     id, so the replay never touches the live job's committed offsets."""
     kafka = config.kafka.model_copy(update={"consumer_group": group_id})
     replay_config = config.model_copy(update={"kafka": kafka})
     t_env.execute_sql(source_ddl(replay_config, bounded_offsets="specific-offsets",
                                  startup="specific-offsets", options=source_options))
-    return t_env.to_data_stream(t_env.from_path(SOURCE_TABLE))
+    raw = t_env.to_data_stream(t_env.from_path(SOURCE_TABLE))
+    if execution_mode == "thread":
+        raw = raw.map(InstantToMillis(), output_type=RAW_ROW).name("Kafka timestamp to ms")
+    return raw

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.cli import bench
+from model_training.cli import train
 from rtd.config import RtdConfig, load_config
 from rtd.replay.cli import replay
 from rtd.simulator.cli import simulate
@@ -25,6 +26,7 @@ stack_app = typer.Typer(help="The local stack: Kafka (KRaft), Flink cluster, mod
 app.add_typer(stack_app, name="stack")
 app.command("simulate")(simulate)
 app.command("replay")(replay)
+app.command("train")(train)
 app.command("bench")(bench)
 console = Console()
 

@@ -122,6 +122,9 @@ def replay(
     strict: Annotated[bool, typer.Option(
         "--strict", help="Verify fails on order-dependent and late differences too")] = False,
     parallelism: Annotated[int, typer.Option("--parallelism", min=1)] = 1,
+    execution_mode: Annotated[str, typer.Option(
+        "--execution-mode", help="PyFlink mode: process (as the live job) or thread")
+    ] = "process",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 2_000,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -148,6 +151,7 @@ def replay(
             out=dataset, request=request,
             cutoff_ms=parse_start_time(cutoff) if cutoff else None,
             parallelism=parallelism, batch_size=batch_size, overwrite=overwrite,
+            execution_mode=execution_mode,
             progress=progress)
         try:
             summary = run_replay(cfg, settings, console)

@@ -42,13 +42,14 @@ MANIFEST_VERSION = 1
 @dataclass(frozen=True)
 class ReplaySettings:
     out: Path
-    request: ReplayRange = ReplayRange()
+    request: ReplayRange = field(default_factory=ReplayRange)
     cutoff_ms: int | None = None  # None: now
     views: tuple[FeatureView, FeatureView] = (CARD_FEATURES, CUSTOMER_FEATURES)
     parallelism: int = 1
     batch_size: int = 2_000
     bundle_size: int = 10_000
     bundle_time_ms: int = 1_000
+    execution_mode: str = "process"
     overwrite: bool = False
     progress: bool = True
 
@@ -122,11 +123,13 @@ def collect_rows(config: RtdConfig, settings: ReplaySettings, resolved: Resolved
         kafka_replay_source,
     )
 
-    env, t_env = create_replay_environment(
+    _env, t_env = create_replay_environment(
         config, parallelism=settings.parallelism, bundle_size=settings.bundle_size,
-        bundle_time_ms=settings.bundle_time_ms, connector_jars=connector_jars(config))
+        bundle_time_ms=settings.bundle_time_ms, connector_jars=connector_jars(config),
+        execution_mode=settings.execution_mode)
     raw = kafka_replay_source(t_env, config, resolved.source_options(),
-                              group_id=f"rtd-replay-{uuid.uuid4().hex[:8]}")
+                              group_id=f"rtd-replay-{uuid.uuid4().hex[:8]}",
+                              execution_mode=settings.execution_mode)
     batches = build_replay(raw, config, settings.views, resolved.rows_from, settings.batch_size)
     rows: list[tuple[Any, ...]] = []
     dead: Counter[str] = Counter()

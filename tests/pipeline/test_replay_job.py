@@ -105,7 +105,7 @@ def replayed():
 
 
 def test_replay_rows_carry_the_reference_features_and_point_in_time_labels(replayed):
-    events, rows, (out, dead) = replayed
+    events, _rows, (out, dead) = replayed
     warmup_id = next(e["event_id"] for e in events if partition_of(e["card_id"].encode()) == 0)
     expected = all_features(events)  # one reader: processing order = arrival order
     labels, _ = labels_as_of(
