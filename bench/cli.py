@@ -84,6 +84,8 @@ def run_bench(base: RtdConfig, preset_name: str, systems: list[str], out_root: P
     finally:
         if not keep_topics:
             delete_topics_containing(base, f"bench-{run_id}-")
+        # The Quix peer's RocksDB state is useless once its topics are gone.
+        shutil.rmtree(run_dir / "quix-state", ignore_errors=True)
     return result, run_dir
 
 

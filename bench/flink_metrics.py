@@ -27,6 +27,9 @@ class FlinkSamples:
     # checkpoint id -> {trigger_ms, duration_ms, size_bytes, status}
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: int = 0
+    # Job restarts during the run (a TaskManager replaced under the job, a failure):
+    # figures of a run with restarts are not comparable.
+    restarts: int = 0
 
 
 def summarize_window(samples: FlinkSamples, start_ms: int, end_ms: int) -> dict[str, Any]:
@@ -84,6 +87,9 @@ class FlinkSampler:
             values = {r["id"]: float(r["max"]) for r in rows if "max" in r}
             if values:
                 self.samples.vertex.append((now, name, values))
+        restarts = self._get(f"/jobs/{self.job_id}/metrics?get=numRestarts")
+        if restarts:
+            self.samples.restarts = int(float(restarts[0].get("value", 0)))
         history = self._get(f"/jobs/{self.job_id}/checkpoints").get("history", [])
         for cp in history:
             if cp.get("status") in ("COMPLETED", "FAILED"):

@@ -20,12 +20,13 @@ import psutil
 Groups = Callable[[], dict[str, list[int]]]
 
 
-def pid_from_file(path: Path) -> int | None:
+def pids_from_file(path: Path) -> list[int]:
+    """The live pids a pid file names (Flink's daemon scripts append one line per start)."""
     try:
-        pid = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if psutil.pid_exists(pid) else None
+        words = path.read_text().split()
+    except OSError:
+        return []
+    return [int(w) for w in words if w.isdigit() and psutil.pid_exists(int(w))]
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -42,7 +43,7 @@ def stack_groups(stack_run_dir: Path, job_started_s: float | None) -> dict[str, 
     for name, pattern in (("kafka", "kafka.pid"), ("model-server", "model-server.pid"),
                           ("flink-jobmanager", "flink-*-standalonesession.pid"),
                           ("flink-taskmanager", "flink-*-taskexecutor.pid")):
-        pids = [p for f in stack_run_dir.glob(pattern) if (p := pid_from_file(f)) is not None]
+        pids = [p for f in stack_run_dir.glob(pattern) for p in pids_from_file(f)]
         groups[name] = pids
     workers_ours: list[int] = []
     workers_other: list[int] = []
