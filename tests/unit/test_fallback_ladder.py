@@ -176,3 +176,16 @@ def test_a_model_path_trace_without_a_score_source_is_incomplete() -> None:
     _, trace = trace_for(used_last_score(0.8))
     trace["model"]["last_score"] = None
     assert not is_complete(trace, FEATURE_NAMES)
+
+
+def test_explain_says_which_last_score_decided() -> None:
+    from rtd.explain import explanation_lines
+
+    _, trace = trace_for(used_last_score(0.8))
+    trace["model"]["name"] = "fraud"
+    trace["job"] = {"name": "j", "code_version": "0", "config_digest": "d",
+                    "rules_version": "r", "feature_views": {}}
+    text = "\n".join(explanation_lines(trace))
+    assert "Live model call failed: 'timeout'" in text
+    assert "last score 0.8000 from model v3 (event earlier, 60 s of event time earlier" in text
+    assert "rules alone decided" not in text
