@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.resources import LOAD_GROUP
 from bench.stats import ratio
 
 SECTION_TITLE = "End-to-end benchmark (rtd bench)"
@@ -27,7 +28,7 @@ OWN_GROUPS = {
     "python": ("python",),
     "quix": ("quix",),
 }
-_GROUP_LABELS = {"machine": "whole machine",
+_GROUP_LABELS = {"machine": "whole machine", LOAD_GROUP: "load average (1 min, 2 cores)",
                  "others": "others (not the stack, the system or the bench)"}
 SYSTEM_LABELS = {"ours": "ours (PyFlink job)", "python": "plain Python loop",
                  "quix": "Quix Streams (exactly-once)"}
@@ -137,9 +138,14 @@ def resource_rows(systems: Mapping[str, Mapping[str, Any]]) -> list[str]:
         cells = []
         for n in names:
             r = systems[n]["saturated"]["resources"].get(g)
-            cells.append("–" if r is None else
-                         f"{_num(r['cpu_pct_mean'])} %" + ("" if g == "others" else
-                                                            f" / {_num(r['rss_mib_max'])} MiB"))
+            if r is None:
+                cells.append("–")
+            elif g == LOAD_GROUP:
+                cells.append(_num(r["cpu_pct_mean"], 1))
+            elif g == "others":
+                cells.append(f"{_num(r['cpu_pct_mean'])} %")
+            else:
+                cells.append(f"{_num(r['cpu_pct_mean'])} % / {_num(r['rss_mib_max'])} MiB")
         label = _GROUP_LABELS.get(g, g)
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return rows

@@ -7,6 +7,7 @@ whole machine's CPU, so a reader can see how much of it was someone else's.
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import psutil
 
+LOAD_GROUP = "load-average-1m"  # its "cpu" figure is the 1-minute load average
 # group name -> the processes in it right now
 Groups = Callable[[], dict[str, list[int]]]
 
@@ -105,6 +107,8 @@ class ResourceSampler:
         # Whatever ran besides the stack, the system under test and the benchmark itself:
         # other people's work on a shared machine.
         self.samples.append((now, "others", max(machine - known, 0.0), 0))
+        # Runnable processes, averaged over a minute: above 2 the two cores are oversold.
+        self.samples.append((now, LOAD_GROUP, os.getloadavg()[0], 0))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
