@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from bench.resources import descendants, stack_groups
 from rtd.config import PROJECT_ROOT, RtdConfig
 from rtd.job_submission import submit_command, wait_running
 from rtd.stack.flink_cluster import FlinkCluster
 from rtd.stack.jars import connector_jar
 from rtd.stack.processes import StackError
-
-from bench.resources import descendants, stack_groups
 
 
 class SystemUnderTest(Protocol):
