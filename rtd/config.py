@@ -105,8 +105,10 @@ class JobConfig(_Frozen):
     state_shards: int = Field(default=32, ge=1)
     # The async operator's own per-record timeout (a safety net behind the client's
     # deadline, serving.timeout_ms). PyFlink arms one threading.Timer per in-flight
-    # record for it; 0 turns it off (see docs/BENCHMARKS.md for the cost).
-    async_operator_timeout_ms: int = Field(default=2_000, ge=0)
+    # record for it; 0 turns it off (see docs/BENCHMARKS.md for the cost). Off by
+    # default: that thread per record cost ~2/3 of the job's throughput, and the client's
+    # own deadline (serving.timeout_ms) already turns a slow call into RULES_ONLY/timeout.
+    async_operator_timeout_ms: int = Field(default=0, ge=0)
     start_from: str = Field(default="committed-or-earliest", pattern="^(committed-or-earliest|earliest|latest)$")
 
 
