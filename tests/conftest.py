@@ -11,12 +11,18 @@ import pytest
 from rtd.config import RtdConfig, load_config
 
 # The test stack runs beside a developer's demo stack: own folder, own ports.
+# RTD_TEST_PORT_OFFSET shifts every port (and the folder), so two checkouts can run
+# their suites at once on one machine.
+_OFFSET = int(os.environ.get("RTD_TEST_PORT_OFFSET", "0"))
 TEST_STACK = {
-    "stack_dir": ".stack-test",
-    "kafka": {"bootstrap_servers": "127.0.0.1:19092", "controller_port": 19093, "heap": "512m"},
-    "flink": {"rest_port": 18081, "rpc_port": 16123, "checkpoint_interval_ms": 1000,
-              "taskmanager_memory": "2560m"},
-    "serving": {"port": 18500, "base_path": ".stack-test/models/fraud", "poll_interval_s": 1.0},
+    "stack_dir": f".stack-test{_OFFSET or ''}",
+    "kafka": {"bootstrap_servers": f"127.0.0.1:{19092 + _OFFSET}",
+              "controller_port": 19093 + _OFFSET, "heap": "512m"},
+    "flink": {"rest_port": 18081 + _OFFSET, "rpc_port": 16123 + _OFFSET,
+              "checkpoint_interval_ms": 1000, "taskmanager_memory": "2560m"},
+    "serving": {"port": 18500 + _OFFSET,
+                "base_path": f".stack-test{_OFFSET or ''}/models/fraud",
+                "poll_interval_s": 1.0},
 }
 
 
