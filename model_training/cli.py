@@ -51,7 +51,8 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 7,
     force: Annotated[bool, typer.Option(
         "--force", help="Export even if the serving model is as good or better")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json-out", help="Also write the result as JSON to this file")] = None,
 ) -> None:
     """Train the Keras model on a replayed dataset (time-based split), write the
     evaluation report, and export version N+1 into the model base path when it beats
@@ -75,7 +76,7 @@ def train(
     command = "rtd train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     roc, pr = write_report(result, report, command.strip())
     if json_out:
-        print(json.dumps({
+        json_out.write_text(json.dumps({
             "exported": result.exported, "reason": result.reason,
             "candidate_version": result.candidate_version,
             "serving_version": result.serving_version,
@@ -83,7 +84,6 @@ def train(
             "report": str(report),
             "scores": {s.name: {"auc": s.auc, "pr_auc": s.pr_auc} for s in scorers(result)},
         }, indent=1))
-        return
     table = Table("scorer", "ROC-AUC", "PR-AUC", title=f"holdout: {result.holdout_rows:,} rows, "
                   f"{result.holdout_fraud:,} fraud", title_justify="left")
     for s in scorers(result):
