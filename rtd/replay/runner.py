@@ -50,7 +50,7 @@ class ReplaySettings:
     bundle_size: int = 10_000
     bundle_time_ms: int = 1_000
     # thread: the same operators and values as the live job's process mode (verified),
-    # at about a quarter less CPU per event; see docs/BENCHMARKS.md, "Replay".
+    # and the faster of the two in every benchmark round (docs/BENCHMARKS.md, "Replay").
     execution_mode: str = "thread"
     overwrite: bool = False
     progress: bool = True

@@ -85,6 +85,23 @@ def test_simulate_decide_replay_verify_train_and_roll_out(local_stack, run_id, t
                     trace["input"]["partition"], trace["input"]["offset"])
                 assert row["event_time"] == trace["input"]["event"]["event_time"]
 
+            # a time range: rows from the middle on, with the default warm-up before it
+            # (identical), and without warm-up (verify must fail: the windows are empty)
+            since = sorted(r["kafka_timestamp"] for r in rows)[len(rows) // 2]
+            later = {r["event_id"] for r in rows if r["kafka_timestamp"] >= since}
+            for warmup, expect_ok in ((None, True), ("0", False)):
+                out = tmp_path / f"since-{warmup}"
+                args = ["--warmup", warmup] if warmup else []
+                ranged = rtd("replay", "--config", str(config_file), "--out", str(out),
+                             "--since", str(since), "--cutoff", cutoff, "--verify",
+                             "--json-out", str(out) + ".json", "--no-progress", *args)
+                assert (ranged.returncode == 0) == expect_ok, ranged.stderr[-4000:]
+                assert {r["event_id"] for r in read_table(out).to_pylist()} == later
+                checked = json.loads(Path(str(out) + ".json").read_text())
+                assert checked["replay"]["warmup_records"] == (
+                    N_EVENTS - checked["replay"]["records_in_range"] if expect_ok else 0)
+                assert (checked["verify"]["differing"] == 0) == expect_ok, checked["verify"]
+
             # train on the replayed rows and roll out version 2
             trained = rtd("train", "--config", str(config_file), "--dataset", str(dataset),
                           "--base-path", str(server.base_path), "--epochs", "3", "--force",
