@@ -15,14 +15,9 @@ time as its gRPC deadline, and each caller also waits under ``asyncio`` for its 
 
 Failures raise ``ModelCallError`` with a reason the decision records as
 ``fallback_reason``: ``timeout`` (deadline exceeded), ``unavailable`` (server down or
-unreachable, or the circuit breaker open) or ``error`` (anything else). After
-``breaker_failure_threshold`` consecutive unavailable calls the breaker opens: rows fail
-at once, without waiting on the network, for ``breaker_reset_s``; then one batch is let
-through as a probe, and its success closes the breaker again.
-
-The client speaks the plain TF Serving API (``model_spec`` name / signature / optional
-version, ``output_filter=["score"]``) and reads the answering version from the
-response's ``model_spec``, so it works against the ``tensorflow/serving`` image as is.
+unreachable, or the circuit breaker open) or ``error`` (anything else). The request,
+the reading of the answer and the circuit breaker are shared with the thread-mode client
+(``serving/predict_calls.py``).
 """
 
 from __future__ import annotations
@@ -31,44 +26,24 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import grpc
 
 from rtd.config import ServingConfig
-from serving.model_signature import SCORE_OUTPUT
-from serving.tf_protos import (
-    make_tensor,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-    tensor_to_floats,
+from serving.predict_calls import (
+    CHANNEL_OPTIONS,
+    REASONS,
+    ModelCallError,
+    Prediction,
+    Reason,
+    breaker_for,
+    classify_rpc_error,
+    predict_request,
+    read_scores,
 )
+from serving.tf_protos import predict_pb2, prediction_service_pb2_grpc
 
-Reason = Literal["timeout", "unavailable", "error"]
-REASONS: tuple[Reason, ...] = ("timeout", "unavailable", "error")
-
-# Reconnect quickly once the server is back: gRPC's default backoff grows to 120 s, far
-# longer than the breaker's reset, so a healed server would stay unreachable.
-_CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
-]
-
-
-class ModelCallError(Exception):
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason: Reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class Prediction:
-    score: float
-    model_version: int
-    latency_ms: float  # from the caller's predict() to its result, batching wait included
-    batch_size: int  # rows in the Predict call this row rode in
+__all__ = ["BatchingPredictClient", "ClientCounters", "ModelCallError", "Prediction", "Reason"]
 
 
 @dataclass
@@ -85,48 +60,6 @@ class ClientCounters:
     @property
     def rows_per_call(self) -> float:
         return self.rows / self.calls if self.calls else 0.0
-
-
-BreakerState = Literal["closed", "open", "half_open"]
-
-
-class CircuitBreaker:
-    """Consecutive-unavailable breaker with a single-batch half-open probe."""
-
-    def __init__(self, failure_threshold: int, reset_s: float, clock: Callable[[], float]) -> None:
-        self.failure_threshold = max(1, failure_threshold)
-        self.reset_s = reset_s
-        self._clock = clock
-        self.state: BreakerState = "closed"
-        self._consecutive = 0
-        self._opened_at = 0.0
-        self._probe_sent = False
-
-    def admits_row(self) -> bool:
-        """Whether a new row may be queued; an expired open breaker turns half-open here."""
-        if self.state == "open" and self._clock() - self._opened_at >= self.reset_s:
-            self.state, self._probe_sent = "half_open", False
-        if self.state == "half_open":
-            return not self._probe_sent  # rows join the probe batch until it is sent
-        return self.state == "closed"
-
-    def batch_sent(self) -> None:
-        if self.state == "half_open":
-            self._probe_sent = True
-
-    def record(self, outcome: Reason | None) -> bool:
-        """Account one finished call (None: success); True when this opened the breaker."""
-        if outcome is None or outcome == "error":  # the server answered: it is reachable
-            self.state, self._consecutive = "closed", 0
-            return False
-        if outcome == "unavailable":
-            self._consecutive += 1
-        if self.state == "half_open" or (
-            self.state == "closed" and self._consecutive >= self.failure_threshold
-        ):
-            self.state, self._opened_at = "open", self._clock()
-            return True
-        return False
 
 
 @dataclass
@@ -149,17 +82,13 @@ class BatchingPredictClient:
     ) -> None:
         """``on_call(latency_ms, rows, outcome)`` is told of every Predict RPC sent, on the
         loop thread, once it finished (outcome None: answered); the job's metrics use it."""
+        self.config = config
         self.target = config.target
-        self.model_name = config.model_name
-        self.signature_name = config.signature_name
-        self.model_version = config.model_version
         self.timeout_s = config.timeout_ms / 1000.0
         self.batch_window_s = config.batch_window_ms / 1000.0
         self.max_batch_size = config.max_batch_size
         self.counters = ClientCounters()
-        self.breaker = CircuitBreaker(
-            config.breaker_failure_threshold, config.breaker_reset_s, clock
-        )
+        self.breaker = breaker_for(config, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: prediction_service_pb2_grpc.PredictionServiceStub | None = None
@@ -175,7 +104,7 @@ class BatchingPredictClient:
         if self._loop is None:
             # grpc.aio channels belong to the loop that creates them: create it lazily here.
             self._loop = loop
-            self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         elif loop is not self._loop:
             raise RuntimeError("BatchingPredictClient is bound to another event loop")
@@ -223,23 +152,16 @@ class BatchingPredictClient:
         while self._pending:
             batch = self._pending[: self.max_batch_size]
             del self._pending[: self.max_batch_size]
+            probe = self.breaker.probing
             self.breaker.batch_sent()
-            task = asyncio.ensure_future(self._send(batch))
+            task = asyncio.ensure_future(self._send(batch, probe))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
     def _request(self, batch: list[_Row]) -> predict_pb2.PredictRequest:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
-        request.model_spec.signature_name = self.signature_name
-        if self.model_version is not None:
-            request.model_spec.version.value = self.model_version
-        request.output_filter.append(SCORE_OUTPUT)
-        for name in self._input_names or ():
-            request.inputs[name].CopyFrom(make_tensor([row.inputs[name] for row in batch]))
-        return request
+        return predict_request(self.config, self._input_names or (), [r.inputs for r in batch])
 
-    async def _send(self, batch: list[_Row]) -> None:
+    async def _send(self, batch: list[_Row], probe: bool = False) -> None:
         assert self._stub is not None and self._loop is not None
         started = self._loop.time()
         remaining = min(row.deadline for row in batch) - started
@@ -253,18 +175,18 @@ class BatchingPredictClient:
             sent = True
             self.counters.calls += 1
             self.counters.rows += len(batch)
-            response = await self._stub.Predict(request, timeout=remaining)
-            scores = tensor_to_floats(response.outputs[SCORE_OUTPUT])
-            if len(scores) != len(batch):
-                raise ModelCallError("error", f"{len(scores)} scores for {len(batch)} rows")
-            if not response.model_spec.HasField("version"):
-                raise ModelCallError("error", "response carries no model_spec.version")
-            version = response.model_spec.version.value
+            response = await self._stub.Predict(request, timeout=remaining,
+                                                wait_for_ready=probe)
+            scores, version = read_scores(response, len(batch))
         except ModelCallError as exc:
             outcome = exc.reason
             self._fail(batch, exc)
         except grpc.aio.AioRpcError as exc:
-            error = _classify(exc)
+            error = classify_rpc_error(exc)
+            if probe and error.reason == "timeout" and self._channel is not None and \
+                    self._channel.get_state() is not grpc.ChannelConnectivity.READY:
+                error = ModelCallError("unavailable", f"no connection to the server within "
+                                       f"the probe's deadline ({error.detail})")
             outcome = error.reason
             self._fail(batch, error)
         except asyncio.CancelledError:  # close(): says nothing about the server's health
@@ -308,13 +230,3 @@ class BatchingPredictClient:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close()
-
-
-def _classify(exc: grpc.aio.AioRpcError) -> ModelCallError:
-    code = exc.code()
-    detail = f"{code.name}: {exc.details()}"
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ModelCallError("timeout", detail)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return ModelCallError("unavailable", detail)
-    return ModelCallError("error", detail)

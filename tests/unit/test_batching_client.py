@@ -19,7 +19,8 @@ import pytest
 
 from rtd.config import ServingConfig
 from serving.batching_client import BatchingPredictClient, ModelCallError, Prediction
-from serving.tf_protos import predict_pb2, prediction_service_pb2_grpc, tensor_to_floats
+from serving.tf_protos import predict_pb2, prediction_service_pb2_grpc
+from tests.unit.fake_predictions import amounts_of, score_response
 
 pytestmark = pytest.mark.unit
 
@@ -33,22 +34,13 @@ class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceService
         self.version = 3
 
     async def Predict(self, request: Any, context: Any) -> Any:
-        amounts = tensor_to_floats(request.inputs["amount"])
         self.requests.append(request)
-        self.batch_sizes.append(len(amounts))
+        self.batch_sizes.append(len(amounts_of(request)))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail_code is not None:
             await context.abort(self.fail_code, "fake failure")
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = self.version
-        response.model_spec.signature_name = request.model_spec.signature_name
-        score = response.outputs["score"]
-        score.dtype = 1  # DT_FLOAT; float_val, as TF Serving answers
-        score.tensor_shape.dim.add(size=len(amounts))
-        score.float_val.extend(a / 1000.0 for a in amounts)
-        return response
+        return score_response(request, self.version)
 
 
 @asynccontextmanager
