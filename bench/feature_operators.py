@@ -2,10 +2,14 @@
 
 Isolates the feature path (validation, watermarks, card and customer operators) from
 Kafka, the model and the sinks: simulated events come from a collection and the
-enriched records go to a discarding sink. Prints events/s; settings as JSON overrides:
+enriched records go to a discarding sink. Prints events/s; settings as JSON overrides
+(``job.execution_mode`` included), and ``--backend`` for the state backend:
 
     .venv/bin/python -m bench.feature_operators --events 50000 \
         --override '{"flink": {"bundle_size": 5000}, "job": {"state_shards": 16}}'
+
+"events/s" counts from job submission to its end, mini-cluster start included; each run
+is its own process (own JVM), so run settings alternately and compare medians.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.functions import SinkFunction
 
 from flink_jobs.decision_job import job_configuration
+from flink_jobs.embedded_python import embedded_python_path
 from flink_jobs.topology import build_features, validate_events
 from rtd.config import load_config
 from rtd.simulator.generator import GeneratorSettings, generate
@@ -35,10 +40,11 @@ def discarding_sink() -> SinkFunction:
     return SinkFunction(jvm.org.apache.flink.streaming.api.functions.sink.legacy.DiscardingSink())
 
 
-def run(events: int, overrides: dict) -> dict:
+def run(events: int, overrides: dict, backend: str) -> dict:
     config = load_config(None, **overrides)
     conf = job_configuration(config)
     conf.set_string("python.executable", sys.executable)
+    conf.set_string("state.backend.type", backend)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(config.flink.parallelism)
     records = generate(GeneratorSettings(start_time_ms=1_700_000_000_000, seed=3,
@@ -53,15 +59,18 @@ def run(events: int, overrides: dict) -> dict:
     env.execute("feature-operators-bench")
     elapsed = time.perf_counter() - started
     return {"events": len(rows), "seconds": round(elapsed, 2),
-            "events_per_s": round(len(rows) / elapsed, 1), "override": overrides}
+            "events_per_s": round(len(rows) / elapsed, 1), "mode": config.job.execution_mode,
+            "backend": backend, "override": overrides}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--override", default="{}")
+    parser.add_argument("--backend", default="rocksdb", choices=("rocksdb", "hashmap"))
     args = parser.parse_args()
-    print(json.dumps(run(args.events, json.loads(args.override))))
+    embedded_python_path()  # before the first PyFlink call: thread mode needs it
+    print(json.dumps(run(args.events, json.loads(args.override), args.backend)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ and a stop, and the processes whose CPU and memory count as its own.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,9 +16,8 @@ from typing import Protocol
 
 from bench.resources import descendants, stack_groups
 from rtd.config import PROJECT_ROOT, RtdConfig
-from rtd.job_submission import submit_command, wait_running
+from rtd.job_submission import submit
 from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.jars import connector_jar
 from rtd.stack.processes import StackError
 
 
@@ -62,10 +60,6 @@ class OurJob:
     name = "ours"
 
     def __init__(self, config: RtdConfig, run_dir: Path) -> None:
-        if not config.flink.connector_jars:
-            flink = config.flink.model_copy(
-                update={"connector_jars": (connector_jar(config).as_uri(),)})
-            config = config.model_copy(update={"flink": flink})
         self.config = config
         self.run_dir = run_dir
         self.cluster = FlinkCluster(config)
@@ -81,17 +75,10 @@ class OurJob:
     def start(self) -> None:
         if not self.cluster.running():
             raise StackError(f"no Flink cluster at {self.config.flink.rest_url}: `rtd stack up`")
-        config_file = self.run_dir / "ours-job-config.json"
-        config_file.write_text(self.config.to_json())
         self.submitted_s = time.time()
-        result = self.cluster.flink_cli(*submit_command(self.config, config_file))
-        output = result.stdout + result.stderr
-        (self.run_dir / "ours-submit.log").write_text(output)
-        match = re.search(r"JobID ([0-9a-f]{32})", output)
-        if result.returncode != 0 or not match:
-            raise StackError(f"`flink run` failed (exit {result.returncode}):\n{output[-3000:]}")
-        self.job_id = match.group(1)
-        wait_running(self.cluster, self.job_id, 180)
+        self.job_id = submit(self.config, wait_s=180,
+                             config_file=self.run_dir / "ours-job-config.json",
+                             log_file=self.run_dir / "ours-submit.log")
 
     def check_alive(self) -> None:
         if self.job_id is None:

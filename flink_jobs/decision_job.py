@@ -23,6 +23,7 @@ from pyflink.table import StreamTableEnvironment
 from decisioning.rules import load_rules
 from flink_jobs.kafka_tables import SINK_TABLES, SOURCE_TABLE, register_kafka_tables
 from flink_jobs.topology import build_topology
+from operators.lanes import MAX_PARALLELISM
 from rtd.config import RtdConfig, load_config
 
 
@@ -30,8 +31,8 @@ def job_configuration(config: RtdConfig) -> Configuration:
     """Job-level settings that must hold on any cluster the job is submitted to."""
     flink = config.flink
     conf = Configuration()
-    # AsyncFunction only runs in process mode in PyFlink (measured-facts.md).
-    conf.set_string("python.execution-mode", "process")
+    # Job-wide in PyFlink; the topology picks the scorer that runs in it (topology.py).
+    conf.set_string("python.execution-mode", config.job.execution_mode)
     conf.set_string("python.fn-execution.bundle.size", str(flink.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(flink.bundle_time_ms))
     conf.set_string("python.state.cache-size", str(flink.state_cache_size))
@@ -52,6 +53,11 @@ def create_environments(config: RtdConfig) -> tuple[StreamExecutionEnvironment,
         # planner discovers the Kafka connector factory.
         env.add_jars(*config.flink.connector_jars)
     env.set_parallelism(config.flink.parallelism)
+    # Pinned: the scoring lanes are chosen for it (operators/lanes.py), and savepoints
+    # stay restorable when parallelism changes.
+    env.set_max_parallelism(MAX_PARALLELISM)
+    if config.flink.buffer_timeout_ms >= 0:
+        env.set_buffer_timeout(config.flink.buffer_timeout_ms)
     env.enable_checkpointing(config.flink.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     checkpoints = env.get_checkpoint_config()
     checkpoints.set_min_pause_between_checkpoints(config.flink.min_pause_between_checkpoints_ms)

@@ -72,12 +72,13 @@ def sink_ddl(config: RtdConfig, table: str, topic: str, txn_prefix: str) -> str:
     return f"""
 CREATE TEMPORARY TABLE {table} (
   `k` STRING,
-  `v` STRING
+  `v` BYTES
 ) WITH (
   'connector' = 'kafka',
   'topic' = '{_quote(topic)}',
   'properties.bootstrap.servers' = '{_quote(kafka.bootstrap_servers)}',
   'properties.transaction.timeout.ms' = '{kafka.transaction_timeout_ms}',
+  'properties.compression.type' = '{_quote(kafka.compression_type)}',
   'key.format' = 'raw',
   'key.fields' = 'k',
   'value.format' = 'raw',

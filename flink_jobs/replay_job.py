@@ -22,8 +22,6 @@ watermark a finished bounded source emits.
 from __future__ import annotations
 
 import json
-import os
-import site
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -33,7 +31,6 @@ from pyflink.datastream import (
     DataStream,
     FlatMapFunction,
     KeyedProcessFunction,
-    MapFunction,
     RuntimeExecutionMode,
     StreamExecutionEnvironment,
 )
@@ -41,9 +38,10 @@ from pyflink.table import StreamTableEnvironment
 
 from feature_views.model import FeatureView
 from flink_jobs.decision_job import job_configuration
+from flink_jobs.embedded_python import embedded_python_path
 from flink_jobs.kafka_tables import SOURCE_TABLE, source_ddl
 from flink_jobs.topology import build_features, validate_events
-from rtd.config import PROJECT_ROOT, RtdConfig
+from rtd.config import RtdConfig
 from rtd.replay.rows import row_values
 
 ROW = "row"
@@ -51,23 +49,6 @@ DEAD = "dead"
 # Long.MAX_VALUE: the watermark a finished bounded source emits, so this timer fires last.
 END_OF_INPUT = 2**63 - 1
 EXECUTION_MODES = ("process", "thread")
-# The source row: key, value, topic, partition, offset, Kafka timestamp (epoch ms).
-RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
-
-
-class InstantToMillis(MapFunction):
-    """Thread mode hands a TIMESTAMP_LTZ column to Python as a Java ``Instant`` proxy,
-    which the validation cannot read; process mode converts it on the way. This makes
-    the row the same in both modes, so validation code stays shared."""
-
-    def map(self, value: Row) -> Row:
-        ts = value[5]
-        if ts is not None and hasattr(ts, "toEpochMilli"):
-            ts = int(ts.toEpochMilli())
-        return Row(value[0], value[1], value[2], value[3], value[4], ts)
-
-
 class ReplayRows(FlatMapFunction):
     """Feature record -> (ROW, row tuple); warm-up records (before ``rows_from``) only
     built state and are dropped here."""
@@ -159,15 +140,6 @@ def replay_configuration(config: RtdConfig, *, bundle_size: int, bundle_time_ms:
     return conf
 
 
-def embedded_python_path() -> None:
-    """Thread mode's embedded interpreter does not see a virtualenv's site-packages; it
-    reads PYTHONPATH from the JVM's environment, which the PyFlink gateway inherits
-    from this process when it starts. Call before the first PyFlink object is made."""
-    paths = [str(PROJECT_ROOT), *site.getsitepackages()]
-    current = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *([current] if current else [])])
-
-
 def create_replay_environment(config: RtdConfig, *, parallelism: int, bundle_size: int,
                               bundle_time_ms: int, connector_jars: Sequence[str] = (),
                               execution_mode: str = "process"
@@ -185,15 +157,11 @@ def create_replay_environment(config: RtdConfig, *, parallelism: int, bundle_siz
 
 
 def kafka_replay_source(t_env: StreamTableEnvironment, config: RtdConfig,
-                        source_options: Mapping[str, str], group_id: str,
-                        execution_mode: str = "process") -> DataStream:
+                        source_options: Mapping[str, str], group_id: str) -> DataStream:
     """The live source table, bounded to [read_from, read_to) and under its own group
     id, so the replay never touches the live job's committed offsets."""
     kafka = config.kafka.model_copy(update={"consumer_group": group_id})
     replay_config = config.model_copy(update={"kafka": kafka})
     t_env.execute_sql(source_ddl(replay_config, bounded_offsets="specific-offsets",
                                  startup="specific-offsets", options=source_options))
-    raw = t_env.to_data_stream(t_env.from_path(SOURCE_TABLE))
-    if execution_mode == "thread":
-        raw = raw.map(InstantToMillis(), output_type=RAW_ROW).name("Kafka timestamp to ms")
-    return raw
+    return t_env.to_data_stream(t_env.from_path(SOURCE_TABLE))

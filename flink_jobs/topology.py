@@ -5,8 +5,13 @@ production wires Kafka tables to both ends, tests may wire collections.
 
 raw -> validate (dead letters to a side output) -> event-time watermarks
     -> key by card_id: card features -> key by customer_id: customer features
-    -> async batched model scoring -> key by card_id: fallback ladder (the card's last
+    -> batched model scoring -> key by card_id: fallback ladder (the card's last
        score when the live call failed) -> decide + trace
+
+Model scoring depends on the job's execution mode (``job.execution_mode``, job-wide in
+PyFlink): in thread mode a keyed operator per lane with a durable queue
+(operators/batched_scoring.py), in process mode PyFlink's async operator
+(operators/scoring.py). Both batch concurrent records into one Predict call.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pyflink.datastream import AsyncDataStream, DataStream
 from decisioning.rules import RuleSet
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from feature_views.model import FeatureView
+from operators.batched_scoring import BatchedScoring, lane_of
 from operators.decide import TRACE_TAG, DecideAndTrace
 from operators.event_time import event_time_watermarks
 from operators.fallback_ladder import FallbackLadderFunction
@@ -88,18 +94,30 @@ def validate_events(raw: DataStream) -> tuple[DataStream, DataStream]:
     return validated, validated.get_side_output(DLQ_TAG)
 
 
+def score(features: DataStream, config: RtdConfig) -> DataStream:
+    """Records with their ``model`` result (a live score or a fallback reason)."""
+    records = Types.PICKLED_BYTE_ARRAY()
+    if config.job.execution_mode == "thread":
+        parallelism = config.flink.parallelism
+        return features.key_by(lambda r: lane_of(r["event"]["card_id"], parallelism),
+                               key_type=Types.INT()) \
+            .process(BatchedScoring(config.serving), output_type=records) \
+            .uid("model-scoring-batched").name("Model scoring (batched)")
+    return AsyncDataStream.unordered_wait(
+        features,
+        ScoreWithModel(config.serving),
+        Time.milliseconds(config.job.async_operator_timeout_ms),
+        capacity=config.serving.async_capacity,
+        output_type=records,
+    ).uid("model-scoring").name("Model scoring (async, batched)")
+
+
 def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Outputs:
     rules.check_inputs(FEATURE_NAMES)
     validated, dead_letters = validate_events(raw)
     customer = build_features(validated, config)
 
-    scored = AsyncDataStream.unordered_wait(
-        customer,
-        ScoreWithModel(config.serving),
-        Time.milliseconds(config.job.async_operator_timeout_ms),
-        capacity=config.serving.async_capacity,
-        output_type=Types.PICKLED_BYTE_ARRAY(),
-    ).uid("model-scoring").name("Model scoring (async, batched)")
+    scored = score(customer, config)
 
     # Keyed by the card's shard, like the feature operators (see keyed_features.py).
     shards = config.job.state_shards

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from pyflink.common import Row
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
@@ -18,10 +18,6 @@ from operators.validation import KEY_VALUE_ROW
 from rtd.config import ThresholdsConfig
 
 TRACE_TAG = OutputTag("decision-traces", KEY_VALUE_ROW)
-
-
-def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"))
 
 
 class DecideAndTrace(ProcessFunction):
@@ -81,5 +77,5 @@ class DecideAndTrace(ProcessFunction):
             job=self.job_info,
         )
         self._outcomes[(decision["outcome"], decision["path"])].inc()
-        yield Row(decision["card_id"], _dumps(decision))
-        yield TRACE_TAG, Row(decision["decision_id"], _dumps(trace))
+        yield Row(decision["card_id"], orjson.dumps(decision))
+        yield TRACE_TAG, Row(decision["decision_id"], orjson.dumps(trace))

@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pyflink.common import Row, Time, Types
+from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig
+from pyflink.datastream.state import MapStateDescriptor
+from operators.state_ttl import safety_ttl
 
 from decisioning.decision import FALLBACK_REASONS, ModelResult
 from decisioning.fallback_ladder import FallbackLadder, Remembered, Step
@@ -48,13 +49,7 @@ def state_descriptor() -> MapStateDescriptor:
     # Not NeverReturnExpired: for that visibility PyFlink turns its Python-side state
     # cache off (for the operator's whole state backend), making every put a blocking
     # JVM round trip. Whether a score may be used is decided on event time anyway.
-    ttl = (
-        StateTtlConfig.new_builder(Time.days(SAFETY_TTL_DAYS))
-        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-        .set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
-        .build()
-    )
-    descriptor.enable_time_to_live(ttl)
+    descriptor.enable_time_to_live(safety_ttl(SAFETY_TTL_DAYS))
     return descriptor
 
 

@@ -19,9 +19,10 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from pyflink.common import Time, Types
+from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig
+from pyflink.datastream.state import MapStateDescriptor
+from operators.state_ttl import safety_ttl
 
 from feature_views.model import MINUTE_MS, FeatureView
 from feature_views.window_state import State, ViewComputer, empty_state
@@ -46,13 +47,7 @@ def state_descriptor(view: FeatureView) -> MapStateDescriptor:
     # caches for NeverReturnExpired TTL state, making every write a blocking round trip
     # to the JVM (measured: the main cost of this operator). Window semantics do not
     # depend on this TTL; event-time expiry below decides what an event sees.
-    ttl = (
-        StateTtlConfig.new_builder(Time.days(SAFETY_TTL_DAYS))
-        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-        .set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
-        .build()
-    )
-    descriptor.enable_time_to_live(ttl)
+    descriptor.enable_time_to_live(safety_ttl(SAFETY_TTL_DAYS))
     return descriptor
 
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pyflink.common import Row, Types
 from pyflink.datastream import OutputTag, ProcessFunction
 
 from decisioning.transaction import Rejection, validate
 from operators.clock import now_ms
 
-# Dead letters and decisions leave the job as (key, value) string rows.
-KEY_VALUE_ROW = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+# Dead letters, decisions and traces leave the job as (key text, value JSON bytes) rows:
+# JSON encoded once, by orjson, straight to the UTF-8 bytes the Kafka record carries.
+KEY_VALUE_ROW = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 DLQ_TAG = OutputTag("dead-letters", KEY_VALUE_ROW)
 
 
@@ -31,6 +32,8 @@ def _epoch_ms(value: Any) -> int | None:
         return int(value.timestamp() * 1000)
     if hasattr(value, "to_epoch_milli"):  # pyflink.common.time.Instant (TIMESTAMP_LTZ)
         return int(value.to_epoch_milli())
+    if hasattr(value, "toEpochMilli"):  # thread mode: a java.time.Instant proxy (PEMJA)
+        return int(value.toEpochMilli())
     return int(value)
 
 
@@ -44,7 +47,7 @@ def dead_letter(rejection: Rejection, source: dict[str, Any], seen_at: int) -> R
         "offset": source["offset"],
         "seen_at": seen_at,
     }
-    return Row(source["key"], json.dumps(doc, separators=(",", ":")))
+    return Row(source["key"], orjson.dumps(doc))
 
 
 class ValidateEvents(ProcessFunction):

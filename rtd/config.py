@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,9 @@ class KafkaConfig(_Frozen):
     consumer_group: str = "rtd-decision-job"
     # Must stay below the broker's transaction.max.timeout.ms (the stack sets 1 h).
     transaction_timeout_ms: int = 900_000
+    # Compression of the job's output records (decisions, traces, dead letters). Traces
+    # are ~5 KB of repetitive JSON; consumers decompress transparently.
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     heap: str = "768m"
 
 
@@ -52,16 +55,26 @@ class FlinkConfig(_Frozen):
     # Jar URIs the job adds with env.add_jars (the Kafka SQL connector). `rtd submit`
     # fills in the one resolved into the jars folder when this is empty.
     connector_jars: tuple[str, ...] = ()
+    # TaskManager processes on the local stack. In thread mode each runs its Python in one
+    # interpreter (one GIL), so more TaskManagers, not more slots, use more cores.
+    taskmanagers: int = Field(default=1, ge=1)
     task_slots: int = Field(default=2, ge=1)
     parallelism: int = Field(default=1, ge=1)
-    checkpoint_interval_ms: int = Field(default=2_000, ge=100)
-    min_pause_between_checkpoints_ms: int = 500
+    # Exactly-once output becomes visible to read_committed consumers when the checkpoint
+    # covering it completes: about interval + checkpoint duration (docs/BENCHMARKS.md).
+    checkpoint_interval_ms: int = Field(default=500, ge=100)
+    min_pause_between_checkpoints_ms: int = 100
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "3072m"
-    # PyFlink bundle settings: the main per-record cost lever (see docs/BENCHMARKS.md).
+    # PyFlink bundle settings (process mode): the main per-record cost lever there (see
+    # docs/BENCHMARKS.md). Thread mode has no bundles.
     bundle_size: int = 1_000
     bundle_time_ms: int = 20
     state_cache_size: int = 10_000
+    # How long a network buffer may wait before it is sent downstream (Flink's
+    # execution.buffer-timeout, default 100 ms): a floor on each shuffle's latency at
+    # low rates. -1 keeps Flink's default.
+    buffer_timeout_ms: int = Field(default=2, ge=-1)
 
     @property
     def rest_url(self) -> str:
@@ -80,7 +93,10 @@ class ServingConfig(_Frozen):
     timeout_ms: int = Field(default=250, ge=1)
     batch_window_ms: float = Field(default=2.0, ge=0)
     max_batch_size: int = Field(default=64, ge=1)
+    # Process mode: records in flight in PyFlink's async operator.
     async_capacity: int = Field(default=256, ge=1)
+    # Thread mode: Predict calls in flight per scoring lane before a batch waits.
+    max_in_flight_batches: int = Field(default=4, ge=1)
     breaker_failure_threshold: int = 5
     breaker_reset_s: float = 2.0
     # Fallback ladder: when the live call fails, a card's last live score decides if it
@@ -94,6 +110,11 @@ class ServingConfig(_Frozen):
 
 class JobConfig(_Frozen):
     name: str = "rtd-decision-job"
+    # PyFlink runs every Python operator of a job in one mode (measured-facts.md):
+    # "thread" runs them inside the TaskManager JVM and scores with the keyed batching
+    # operator (operators/batched_scoring.py); "process" runs them in Python worker
+    # processes and scores with PyFlink's AsyncFunction (operators/scoring.py).
+    execution_mode: Literal["thread", "process"] = "thread"
     # Defaults come from the feature views' declarations (feature_views/definitions.py).
     watermark_delay_ms: int = Field(
         default=max(v.watermark_delay_ms for v in ALL_VIEWS), ge=0)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from rtd.config import PROJECT_ROOT, RtdConfig
-from rtd.stack.flink_cluster import JOB_PACKAGES, FlinkCluster
+from rtd.stack.flink_cluster import JOB_PACKAGES, FlinkCluster, code_digest
 from rtd.stack.jars import connector_jar
 from rtd.stack.processes import StackError
 
@@ -27,8 +27,12 @@ def submit_command(config: RtdConfig, config_file: Path, job_file: Path = JOB_FI
     ]
 
 
-def submit(config: RtdConfig, *, restart: bool = False, wait_s: float = 120) -> str:
-    """Submit the live job unless one of that name runs; return its job id."""
+def submit(config: RtdConfig, *, restart: bool = False, wait_s: float = 120,
+           config_file: Path | None = None, log_file: Path | None = None) -> str:
+    """Submit the live job unless one of that name runs; return its job id.
+
+    ``config_file``: where the job's config is written (default: the stack folder's
+    job-config.json); ``log_file``: where `flink run`'s output is kept."""
     cluster = FlinkCluster(config)
     if not cluster.running():
         raise StackError(f"no Flink cluster answers at {config.flink.rest_url}: run `rtd stack up`")
@@ -38,7 +42,9 @@ def submit(config: RtdConfig, *, restart: bool = False, wait_s: float = 120) -> 
     if existing:
         cluster.cancel(existing["jid"])
         _wait_gone(cluster, existing["jid"])
-    config_file = config.stack_path / "job-config.json"
+    if config.job.execution_mode == "thread":
+        cluster.ensure_current_python(code_digest())
+    config_file = config_file or config.stack_path / "job-config.json"
     config_file.parent.mkdir(parents=True, exist_ok=True)
     if not config.flink.connector_jars:
         flink = config.flink.model_copy(
@@ -47,6 +53,8 @@ def submit(config: RtdConfig, *, restart: bool = False, wait_s: float = 120) -> 
     config_file.write_text(config.to_json())
     result = cluster.flink_cli(*submit_command(config, config_file))
     output = result.stdout + result.stderr
+    if log_file is not None:
+        log_file.write_text(output)
     match = re.search(r"JobID ([0-9a-f]{32})", output)
     if result.returncode != 0 or not match:
         raise StackError(f"`flink run` failed (exit {result.returncode}):\n{output[-4000:]}")

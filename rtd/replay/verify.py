@@ -120,7 +120,7 @@ def live_trace(doc: Mapping[str, Any]) -> LiveTrace:
     )
 
 
-def parse_traces(values: Iterable[str | None]) -> dict[str, LiveTrace]:
+def parse_traces(values: Iterable[str | bytes | None]) -> dict[str, LiveTrace]:
     """event_id -> trace from `decision-traces` values (one trace per decision)."""
     out: dict[str, LiveTrace] = {}
     for value in values:

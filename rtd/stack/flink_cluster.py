@@ -3,8 +3,10 @@ apache-flink package's own scripts, with its configuration under the stack folde
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,16 @@ from rtd.config import PROJECT_ROOT, RtdConfig
 from rtd.stack.processes import StackError, pid_alive, terminate, wait_until
 
 JOB_PACKAGES = ("rtd", "decisioning", "feature_views", "operators", "serving", "flink_jobs")
+
+
+def code_digest() -> str:
+    """A digest of the job's Python sources (JOB_PACKAGES), to tell code versions apart."""
+    digest = hashlib.sha256()
+    for package in JOB_PACKAGES:
+        for file in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            digest.update(str(file.relative_to(PROJECT_ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def flink_home() -> Path:
@@ -82,17 +94,45 @@ class FlinkCluster:
         (self.conf_dir / "masters").write_text(f"127.0.0.1:{self.config.flink.rest_port}\n")
         (self.conf_dir / "workers").write_text("127.0.0.1\n")
 
+    @property
+    def lib_dir(self) -> Path:
+        return self.home / "lib"
+
+    def write_lib_dir(self) -> None:
+        """The distribution's lib/ plus flink-python from its opt/, as links.
+
+        Thread mode runs Python in the TaskManager through PEMJA, whose native library
+        can be loaded by one class loader per JVM only. Shipped with each job (PyFlink's
+        default, from opt/), the second job on a TaskManager, or a restarted task, gets a
+        new user-code class loader and fails to open with ``NoSuchFieldException:
+        loadedLibraryNames`` (PEMJA's reload work-around does not run on Java 17). In
+        lib/ it is loaded once, by the TaskManager's own class loader."""
+        lib = self.lib_dir
+        lib.mkdir(parents=True, exist_ok=True)
+        home = flink_home()
+        wanted = {jar.name: jar for jar in
+                  [*(home / "lib").glob("*.jar"), *(home / "opt").glob("flink-python*.jar")]}
+        for link in lib.iterdir():  # a running cluster keeps its links: only fix what differs
+            if link.name not in wanted or link.resolve() != wanted[link.name].resolve():
+                link.unlink()
+        for name, jar in wanted.items():
+            if not (lib / name).exists():
+                (lib / name).symlink_to(jar)
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
+            "FLINK_LIB_DIR": str(self.lib_dir),
             "FLINK_CONF_DIR": str(self.conf_dir),
             "FLINK_LOG_DIR": str(self.log_dir),
             "FLINK_PID_DIR": str(self.pid_dir),
             "PYFLINK_CLIENT_EXECUTABLE": sys.executable,
         })
-        # The job's Python workers import the project's packages from the checkout.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                          env.get("PYTHONPATH")]))
+        # The job's Python workers import the project's packages from the checkout. In
+        # thread mode the TaskManager's embedded interpreter starts from the base Python
+        # and does not read the virtualenv's pyvenv.cfg: its site-packages must be named.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+            str(PROJECT_ROOT), *site.getsitepackages(), env.get("PYTHONPATH")]))
         return env
 
     def _script(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -125,24 +165,57 @@ class FlinkCluster:
 
     def running(self) -> bool:
         overview = self.overview()
-        return bool(overview and overview.get("taskmanagers", 0) >= 1)
+        return bool(overview and overview.get("taskmanagers", 0) >= self.config.flink.taskmanagers)
 
     def start(self) -> bool:
         # Always (re)written: the `flink` CLI reads it too, also for a running cluster.
         self.write_config()
-        if self._pids("standalonesession") and self._pids("taskexecutor"):
+        self.write_lib_dir()
+        wanted = self.config.flink.taskmanagers
+        if self._pids("standalonesession") and len(self._pids("taskexecutor")) >= wanted:
             self._wait_ready()
             return False
         if not self._pids("standalonesession"):
             result = self._script("jobmanager.sh", "start")
             if result.returncode != 0:
                 raise StackError(f"starting the JobManager failed: {result.stderr or result.stdout}")
-        if not self._pids("taskexecutor"):
-            result = self._script("taskmanager.sh", "start")
-            if result.returncode != 0:
-                raise StackError(f"starting the TaskManager failed: {result.stderr or result.stdout}")
+        self._start_taskmanagers()
         self._wait_ready()
         return True
+
+    def _start_taskmanagers(self) -> None:
+        for _ in range(self.config.flink.taskmanagers - len(self._pids("taskexecutor"))):
+            result = self._script("taskmanager.sh", "start")
+            if result.returncode != 0:
+                raise StackError(f"starting a TaskManager failed: {result.stderr or result.stdout}")
+
+    def restart_taskmanagers(self) -> None:
+        for pid in self._pids("taskexecutor"):
+            terminate(pid, 30)
+        for file in self.pid_dir.glob("flink-*-taskexecutor.pid"):
+            file.unlink(missing_ok=True)
+        wait_until(lambda: not (self.overview() or {}).get("taskmanagers"), 60,
+                   "TaskManagers to leave the cluster", lambda: f"See logs in {self.log_dir}",
+                   interval_s=0.5)
+        self._start_taskmanagers()
+        self._wait_ready()
+
+    def ensure_current_python(self, digest: str) -> bool:
+        """Thread mode runs every job's Python in one interpreter per TaskManager, and
+        that interpreter keeps the modules the first job imported: a later job with
+        changed code would run the old modules. So TaskManagers that ran code of
+        another ``digest`` are restarted first; True when they were."""
+        marker = self.pid_dir / "taskmanager-python-code"
+        pids = sorted(self._pids("taskexecutor"))
+        current = f"{pids} {digest}"
+        recorded = marker.read_text().strip() if marker.exists() else ""
+        restarted = False
+        if recorded.startswith(f"{pids} ") and recorded != current:
+            self.restart_taskmanagers()
+            restarted = True
+            current = f"{sorted(self._pids('taskexecutor'))} {digest}"
+        marker.write_text(current + "\n")
+        return restarted
 
     def _wait_ready(self) -> None:
         wait_until(self.running, 120, "Flink cluster",

@@ -11,7 +11,7 @@ import json
 import sys
 
 import pytest
-from pyflink.common import Configuration, Row, Types
+from pyflink.common import Row, Types
 from pyflink.datastream import StreamExecutionEnvironment
 
 from decisioning.decision import ModelResult, decide
@@ -51,10 +51,12 @@ def scenario() -> tuple[list[dict], list[bytes]]:
     return events, malformed
 
 
-def test_topology_decides_every_valid_event_with_reference_features(tmp_path):
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mode):
     events, malformed = scenario()
     config = load_config(None, serving={"port": 1, "timeout_ms": 200},
-                         flink={"parallelism": 1, "bundle_time_ms": 5})
+                         flink={"parallelism": 1, "bundle_time_ms": 5},
+                         job={"execution_mode": mode})
     conf = job_configuration(config)
     conf.set_string("python.executable", sys.executable)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
@@ -64,9 +66,9 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path):
     rows += [Row(b"bad", m, "transactions", 1, i, T0) for i, m in enumerate(malformed)]
     raw = env.from_collection(rows, type_info=RAW_ROW)
     out = build_topology(raw, config, load_rules())
-    tagged = out.decisions.map(lambda r: Row("decision", r[0], r[1]), output_type=OUT_ROW).union(
-        out.traces.map(lambda r: Row("trace", r[0], r[1]), output_type=OUT_ROW),
-        out.dead_letters.map(lambda r: Row("dlq", r[0], r[1]), output_type=OUT_ROW),
+    tagged = out.decisions.map(lambda r: Row("decision", r[0], r[1].decode()), output_type=OUT_ROW).union(
+        out.traces.map(lambda r: Row("trace", r[0], r[1].decode()), output_type=OUT_ROW),
+        out.dead_letters.map(lambda r: Row("dlq", r[0], r[1].decode()), output_type=OUT_ROW),
     )
     results = list(tagged.execute_and_collect())
 

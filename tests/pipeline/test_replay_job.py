@@ -134,7 +134,8 @@ def test_verify_finds_no_difference_to_live_traces_and_catches_a_changed_window(
     events, rows, (out, _) = replayed
     env = environment(job_configuration(CONFIG))
     outputs = build_topology(env.from_collection(rows, type_info=RAW_ROW), CONFIG, load_rules())
-    traces = parse_traces(list(outputs.traces.map(lambda r: r[1], output_type=Types.STRING())
+    traces = parse_traces(list(outputs.traces.map(lambda r: r[1].decode(),
+                                                  output_type=Types.STRING())
                                .execute_and_collect()))
     assert len(traces) == len(events)
 

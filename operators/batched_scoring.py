@@ -1,0 +1,163 @@
+"""Thread-mode model scoring: batched Predict calls from a keyed operator, durable queue.
+
+PyFlink's ``AsyncFunction`` runs only in process mode (measured-facts.md), and a thread
+mode operator can emit only from its own ``process_element``/``on_timer`` calls. So
+here the stream is keyed by *lane* (one key per subtask, operators/lanes.py), and each
+lane's records go through a ``PipelinedPredictClient`` (serving/pipelined_client.py):
+a record is queued, sent in a batch once ``max_batch_size`` rows are queued or its
+``batch_window_ms`` has passed, and emitted when its call has finished, from the next
+``process_element`` or from a processing-time timer set for when the client next has
+work. Up to ``max_in_flight_batches`` calls overlap.
+
+Exactly once: a record waits in memory for its answer, but also in keyed ``MapState``
+(sequence number -> record) from the moment it arrives until it is emitted. A
+checkpoint therefore holds every record that was taken from upstream but not yet passed
+on; after a restore the lane's first call reloads them and scores them again, so each
+event still gets exactly one committed decision. A processing-time timer is registered
+whenever anything is outstanding, and timers are checkpointed with the state, so a
+restored lane is woken even if no new record arrives. Processing-time timers do not
+fire when the input ends (a bounded source, or stop-with-savepoint --drain), so each
+lane also has an event-time timer at the end of time: the final watermark fires it,
+and the lane then waits for all its calls and emits everything.
+
+Failures are the async client's: the row's ``timeout_ms`` deadline (``timeout``), an
+unreachable server or open circuit breaker (``unavailable``), anything else
+(``error``); the record then leaves without a score and the fallback ladder decides.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from pyflink.common import Types
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pyflink.datastream.state import MapStateDescriptor
+
+from operators.keyed_features import shard_of
+from operators.lanes import lane_keys
+from operators.scored_records import fell_back, model_request, scored
+from operators.scoring_metrics import ScoringMetrics
+from rtd.config import ServingConfig
+from serving.model_signature import model_inputs
+from serving.pipelined_client import Finished, PipelinedPredictClient
+from serving.predict_calls import CHANNEL_OPTIONS, breaker_for
+
+PENDING_STATE = "model-scoring-pending-v1"
+# Long.MAX_VALUE: the watermark that ends an input fires this timer.
+END_OF_INPUT = 2**63 - 1
+
+
+def lane_of(card_id: str, parallelism: int) -> int:
+    """The lane (scoring key) of a card's records: spreads cards over one key per subtask."""
+    lanes = lane_keys(parallelism)
+    return lanes[shard_of(card_id, len(lanes))]
+
+
+@dataclass
+class _Lane:
+    client: PipelinedPredictClient
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> waiting record
+    next_seq: int = 0
+    timer_at: int | None = None  # the earliest processing-time timer set for this lane
+    end_timer_set: bool = False
+
+
+class BatchedScoring(KeyedProcessFunction):
+    def __init__(self, serving: ServingConfig) -> None:
+        self.serving = serving
+        self._lanes: dict[int, _Lane] = {}
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._pending = runtime_context.get_map_state(
+            MapStateDescriptor(PENDING_STATE, Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
+        self._channel = grpc.insecure_channel(self.serving.target, options=CHANNEL_OPTIONS)
+        self._breaker = breaker_for(self.serving, time.monotonic)
+        self._lanes = {}
+        self._metrics = ScoringMetrics(runtime_context.get_metrics_group(),
+                                       lambda: self._breaker.state != "closed")
+
+    def close(self) -> None:
+        for lane in self._lanes.values():
+            lane.client.close()
+        self._lanes = {}
+        self._channel.close()
+
+    def _lane(self, key: int) -> tuple[_Lane, list[Finished]]:
+        """The lane's in-memory state; on its first use after (re)start, the records a
+        checkpoint left waiting are queued again."""
+        lane = self._lanes.get(key)
+        if lane is not None:
+            return lane, []
+        lane = _Lane(PipelinedPredictClient(self.serving, channel=self._channel,
+                                            breaker=self._breaker,
+                                            on_call=self._metrics.on_call))
+        self._lanes[key] = lane
+        finished: list[Finished] = []
+        for seq, record in sorted(self._pending.items()):
+            lane.records[seq] = record
+            lane.next_seq = seq + 1
+            finished += lane.client.add(seq, record["model_request"]["inputs"])
+        return lane, finished
+
+    def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
+                        ) -> Iterator[dict[str, Any]]:
+        lane, finished = self._lane(ctx.get_current_key())
+        if not lane.end_timer_set:
+            ctx.timer_service().register_event_time_timer(END_OF_INPUT)
+            lane.end_timer_set = True
+        try:
+            inputs = model_inputs(value["event"], value["features"])
+        except (KeyError, ValueError) as exc:  # a bad record must not stop decisions
+            value["model_request"] = model_request(self.serving, {})
+            self._metrics.row_fell_back("error")
+            yield fell_back(value, "error", f"{type(exc).__name__}: {exc}")
+        else:
+            value["model_request"] = model_request(self.serving, inputs)
+            seq = lane.next_seq
+            lane.next_seq += 1
+            lane.records[seq] = value
+            self._pending.put(seq, value)
+            finished += lane.client.add(seq, inputs)
+        yield from self._emit(lane, finished)
+        self._arm(lane, ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
+                 ) -> Iterator[dict[str, Any]]:
+        lane, finished = self._lane(ctx.get_current_key())
+        if ctx.time_domain() == TimeDomain.EVENT_TIME:  # END_OF_INPUT: the input ended
+            yield from self._emit(lane, finished + lane.client.wait_all())
+            return
+        if lane.timer_at is not None and timestamp >= lane.timer_at:
+            lane.timer_at = None
+        yield from self._emit(lane, finished + lane.client.poll())
+        self._arm(lane, ctx)
+
+    def _emit(self, lane: _Lane, finished: list[Finished]) -> Iterator[dict[str, Any]]:
+        for result in finished:
+            seq = int(result.tag)  # type: ignore[call-overload]
+            value = lane.records.pop(seq)
+            self._pending.remove(seq)
+            if result.prediction is not None:
+                self._metrics.row_scored(result.prediction.latency_ms)
+                yield scored(value, result.prediction)
+            else:
+                error = result.error
+                reason, detail = (error.reason, error.detail) if error else ("error", "no result")
+                self._metrics.row_fell_back(reason)
+                yield fell_back(value, reason, detail)
+
+    def _arm(self, lane: _Lane, ctx: Any) -> None:
+        """Set a processing-time timer for when the lane's client next has work."""
+        due_s = lane.client.due_in()
+        if due_s is None:
+            return
+        timers = ctx.timer_service()
+        at = timers.current_processing_time() + max(1, math.ceil(due_s * 1000))
+        if lane.timer_at is None or at < lane.timer_at:
+            timers.register_processing_time_timer(at)
+            lane.timer_at = at
