@@ -38,6 +38,7 @@ from serving.predict_calls import (
     Reason,
     breaker_for,
     classify_rpc_error,
+    probe_unanswered,
     predict_request,
     read_scores,
 )
@@ -183,10 +184,8 @@ class BatchingPredictClient:
             self._fail(batch, exc)
         except grpc.aio.AioRpcError as exc:
             error = classify_rpc_error(exc)
-            if probe and error.reason == "timeout" and self._channel is not None and \
-                    self._channel.get_state() is not grpc.ChannelConnectivity.READY:
-                error = ModelCallError("unavailable", f"no connection to the server within "
-                                       f"the probe's deadline ({error.detail})")
+            if probe and error.reason == "timeout":
+                error = probe_unanswered(error)
             outcome = error.reason
             self._fail(batch, error)
         except asyncio.CancelledError:  # close(): says nothing about the server's health

@@ -42,6 +42,7 @@ from serving.predict_calls import (
     Reason,
     breaker_for,
     classify_rpc_error,
+    probe_unanswered,
     predict_request,
     read_scores,
 )
@@ -102,12 +103,6 @@ class PipelinedPredictClient:
         self._queue: list[_Queued] = []
         self._in_flight: deque[_Call] = deque()
         self._input_names: tuple[str, ...] | None = None
-        self._connected = False
-        self._channel.subscribe(self._on_connectivity)
-
-    def _on_connectivity(self, state: grpc.ChannelConnectivity) -> None:
-        """On gRPC's thread: whether a probe that timed out ever had a connection."""
-        self._connected = state is grpc.ChannelConnectivity.READY
 
     @property
     def calls_in_flight(self) -> int:
@@ -166,7 +161,6 @@ class PipelinedPredictClient:
         return finished
 
     def close(self) -> None:
-        self._channel.unsubscribe(self._on_connectivity)
         for call in self._in_flight:
             call.future.cancel()
         self._in_flight.clear()
@@ -227,9 +221,8 @@ class PipelinedPredictClient:
             scores, version = read_scores(response, len(call.rows))
         except grpc.RpcError as exc:
             error = classify_rpc_error(exc)
-            if call.probe and error.reason == "timeout" and not self._connected:
-                error = ModelCallError("unavailable", f"no connection to the server within "
-                                       f"the probe's deadline ({error.detail})")
+            if call.probe and error.reason == "timeout":
+                error = probe_unanswered(error)
         except ModelCallError as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001 - a bug or bad response: rows fall back

@@ -86,6 +86,15 @@ def classify_rpc_error(exc: grpc.RpcError) -> ModelCallError:
     return ModelCallError("error", detail)
 
 
+def probe_unanswered(error: ModelCallError) -> ModelCallError:
+    """A half-open probe's timeout, as the unavailability it most likely still is. (Not
+    told apart by watching the channel: a connectivity subscription leaves a polling
+    thread per channel, and in thread mode stray Python threads crashed the
+    TaskManager's embedded interpreter when a job was cancelled.)"""
+    return ModelCallError("unavailable", f"probe unanswered within its deadline: "
+                          f"the server is still not serving ({error.detail})")
+
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -97,8 +106,9 @@ class CircuitBreaker:
     as a probe, and its success closes the breaker again. Clients send the probe with
     gRPC's ``wait_for_ready``: after an outage the channel may still be backing off
     between reconnection attempts, and a probe that failed fast then would keep a healed
-    server's breaker open for another ``reset_s``. A probe that times out without the
-    channel ever connecting counts as ``unavailable``, not ``timeout``."""
+    server's breaker open for another ``reset_s``. A probe that gets no answer within its
+    deadline counts as ``unavailable`` (``probe_unanswered``): it was sent because the
+    server could not be reached, and waiting for a connection is most of what it did."""
 
     def __init__(self, failure_threshold: int, reset_s: float, clock: Callable[[], float]) -> None:
         self.failure_threshold = max(1, failure_threshold)

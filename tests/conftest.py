@@ -55,8 +55,19 @@ def local_stack() -> Iterator[RtdConfig]:
     already_running = all(s.running for s in stack.status())
     stack.up(log=lambda line: print(line))
     yield config
+    crashes = embedded_python_crashes(config)
     if not already_running and os.environ.get("RTD_KEEP_TEST_STACK") != "1":
         stack.down(log=lambda line: print(line))
+    # Thread mode runs the job's Python inside the TaskManager: a fatal error there kills
+    # the JVM, and Flink's restart on a new TaskManager could hide it from the tests.
+    assert not crashes, f"the embedded Python interpreter crashed a TaskManager: {crashes}"
+
+
+def embedded_python_crashes(config: RtdConfig) -> list[str]:
+    logs = config.stack_path / "logs" / "flink"
+    return [f"{out.name}: {line.strip()}" for out in sorted(logs.glob("*taskexecutor*.out"))
+            for line in out.read_text(errors="replace").splitlines()
+            if line.startswith("Fatal Python error")]
 
 
 @pytest.fixture

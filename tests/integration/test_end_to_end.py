@@ -40,8 +40,11 @@ def wait_for_count(config, topic, expected, timeout_s=180):
     return records
 
 
-def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id):
-    config = stack_config_for(run_id)
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id, mode):
+    """In both execution modes: thread (the default, batched keyed scorer) and process
+    (PyFlink's AsyncDataStream)."""
+    config = stack_config_for(run_id, job={"execution_mode": mode})
     KafkaBroker(config).create_topics()
     produced = []
     summary = run_simulation(config, count=N_EVENTS, rate=None, seed=7, malformed_share=0.03,
