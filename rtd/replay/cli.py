@@ -123,8 +123,8 @@ def replay(
         "--strict", help="Verify fails on order-dependent and late differences too")] = False,
     parallelism: Annotated[int, typer.Option("--parallelism", min=1)] = 1,
     execution_mode: Annotated[str, typer.Option(
-        "--execution-mode", help="PyFlink mode: thread (faster) or process (the live "
-        "job's mode); both compute the same values")] = "thread",
+        "--execution-mode", help="PyFlink mode: process (faster on a quiet machine) or "
+        "thread (the live job's default); both compute the same values")] = "process",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 2_000,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
