@@ -123,18 +123,8 @@ def summarise(mode: str, events: int, decisions: list[dict[str, Any]],
 
 
 def model_gauges(cluster: FlinkCluster, job_id: str, wait_s: float = 25) -> dict[str, float]:
-    """The ``rtd.model`` gauges of the scoring operator; the REST API's metric cache
-    lags by up to ~10 s, so wait for them a little."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        for vertex in cluster.rest(f"/jobs/{job_id}")["vertices"]:
-            path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
-            ids = [m["id"] for m in cluster.rest(path) if ".rtd.model." in m["id"]]
-            if any(i.endswith("call_latency_p99_us") for i in ids):
-                values = cluster.rest(f"{path}?get={','.join(ids)}", timeout_s=10)
-                return {m["id"].split(".rtd.model.")[1]: float(m["value"]) for m in values}
-        time.sleep(2)
-    return {}
+    """The scoring operator's ``rtd.model`` gauges, once they count calls."""
+    return cluster.operator_gauges(job_id, "rtd.model", ready="predict_calls", wait_s=wait_s)
 
 
 def add_gauges(result: RoundResult, gauges: dict[str, float]) -> RoundResult:

@@ -9,6 +9,7 @@ import shutil
 import site
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,26 @@ class FlinkCluster:
                                                                "INITIALIZING", "RESTARTING"):
                 return job
         return None
+
+    def operator_gauges(self, job_id: str, group: str, *, ready: str,
+                        wait_s: float = 30) -> dict[str, float]:
+        """The gauges under ``.<group>.`` of the first operator that has them, by name
+        after the group; waits until ``ready`` is non-zero, as the REST API's metric
+        cache lags by ~10 s and a new gauge first shows 0. {} if none appear."""
+        deadline = time.monotonic() + wait_s
+        gauges: dict[str, float] = {}
+        marker = f".{group}."
+        while time.monotonic() < deadline:
+            for vertex in self.rest(f"/jobs/{job_id}")["vertices"]:
+                path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+                ids = [m["id"] for m in self.rest(path) if marker in m["id"]]
+                if any(i.endswith(f"{marker}{ready}") for i in ids):
+                    values = self.rest(f"{path}?get={','.join(ids)}", timeout_s=10)
+                    gauges = {m["id"].split(marker)[1]: float(m["value"]) for m in values}
+                    if gauges.get(ready):
+                        return gauges
+            time.sleep(2)
+        return gauges
 
     def cancel(self, job_id: str) -> None:
         requests.patch(f"{self.config.flink.rest_url}/jobs/{job_id}?mode=cancel", timeout=10)

@@ -63,6 +63,8 @@ def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id, 
         traces = read_all(config, config.kafka.topics.traces)
         dead = read_all(config, config.kafka.topics.dlq)
         checkpoints = FlinkCluster(config).rest(f"/jobs/{job_id}/checkpoints")["counts"]
+        model_metrics = FlinkCluster(config).operator_gauges(job_id, "rtd.model",
+                                                             ready="predict_calls")
     finally:
         FlinkCluster(config).cancel(job_id)
 
@@ -117,3 +119,11 @@ def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id, 
             assert got == card_features(card_events[:i], event), event["event_id"]
 
     assert checkpoints["completed"] >= 1
+
+    # the model stage's metrics reach the Flink UI (REST): calls, rows, latency
+    assert model_metrics["predict_calls"] >= 1, model_metrics
+    assert model_metrics["scored"] >= 1 and model_metrics["predict_rows"] >= model_metrics[
+        "predict_calls"]
+    assert model_metrics["rows_per_call"] >= 1
+    assert model_metrics["call_latency_p99_us"] >= model_metrics["call_latency_p50_us"] > 0
+    assert model_metrics["breaker_open"] == 0
