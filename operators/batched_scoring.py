@@ -3,22 +3,22 @@
 PyFlink's ``AsyncFunction`` runs only in process mode (measured-facts.md), and a thread
 mode operator can emit only from its own ``process_element``/``on_timer`` calls. So
 here the stream is keyed by *lane* (one key per subtask, operators/lanes.py), and each
-lane's records go through a ``PipelinedPredictClient`` (serving/pipelined_client.py):
-a record is queued, sent in a batch once ``max_batch_size`` rows are queued or its
-``batch_window_ms`` has passed, and emitted when its call has finished, from the next
-``process_element`` or from a processing-time timer set for when the client next has
-work. Up to ``max_in_flight_batches`` calls overlap.
+lane's records go through a ``BlockingBatchClient`` (serving/blocking_batch_client.py):
+a record is queued and sent in one blocking Predict with the others once
+``max_batch_size`` rows are queued or the first has waited ``batch_window_ms``, from
+``process_element`` or from a processing-time timer set for the window's end. Records
+that arrive during a call wait in Flink's network buffers and ride in the next batch.
 
 Exactly once: a record waits in memory for its answer, but also in keyed ``MapState``
 (sequence number -> record) from the moment it arrives until it is emitted. A
 checkpoint therefore holds every record that was taken from upstream but not yet passed
 on; after a restore the lane's first call reloads them and scores them again, so each
 event still gets exactly one committed decision. A processing-time timer is registered
-whenever anything is outstanding, and timers are checkpointed with the state, so a
-restored lane is woken even if no new record arrives. Processing-time timers do not
-fire when the input ends (a bounded source, or stop-with-savepoint --drain), so each
-lane also has an event-time timer at the end of time: the final watermark fires it,
-and the lane then waits for all its calls and emits everything.
+whenever anything is queued, and timers are checkpointed with the state, so a restored
+lane is woken even if no new record arrives. Processing-time timers do not fire when
+the input ends (a bounded source, or stop-with-savepoint --drain), so each lane also
+has an event-time timer at the end of time: the final watermark fires it, and the lane
+then sends everything it holds.
 
 Failures are the async client's: the row's ``timeout_ms`` deadline (``timeout``), an
 unreachable server or open circuit breaker (``unavailable``), anything else
@@ -44,7 +44,7 @@ from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
 from rtd.config import ServingConfig
 from serving.model_signature import model_inputs
-from serving.pipelined_client import Finished, PipelinedPredictClient
+from serving.blocking_batch_client import BlockingBatchClient, Finished
 from serving.predict_calls import CHANNEL_OPTIONS, breaker_for
 
 PENDING_STATE = "model-scoring-pending-v1"
@@ -60,7 +60,7 @@ def lane_of(card_id: str, parallelism: int) -> int:
 
 @dataclass
 class _Lane:
-    client: PipelinedPredictClient
+    client: BlockingBatchClient
     records: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> waiting record
     next_seq: int = 0
     timer_at: int | None = None  # the earliest processing-time timer set for this lane
@@ -93,7 +93,7 @@ class BatchedScoring(KeyedProcessFunction):
         lane = self._lanes.get(key)
         if lane is not None:
             return lane, []
-        lane = _Lane(PipelinedPredictClient(self.serving, channel=self._channel,
+        lane = _Lane(BlockingBatchClient(self.serving, channel=self._channel,
                                             breaker=self._breaker,
                                             on_call=self._metrics.on_call))
         self._lanes[key] = lane
@@ -130,7 +130,7 @@ class BatchedScoring(KeyedProcessFunction):
                  ) -> Iterator[dict[str, Any]]:
         lane, finished = self._lane(ctx.get_current_key())
         if ctx.time_domain() == TimeDomain.EVENT_TIME:  # END_OF_INPUT: the input ended
-            yield from self._emit(lane, finished + lane.client.wait_all())
+            yield from self._emit(lane, finished + lane.client.flush())
             return
         if lane.timer_at is not None and timestamp >= lane.timer_at:
             lane.timer_at = None

@@ -95,8 +95,6 @@ class ServingConfig(_Frozen):
     max_batch_size: int = Field(default=64, ge=1)
     # Process mode: records in flight in PyFlink's async operator.
     async_capacity: int = Field(default=256, ge=1)
-    # Thread mode: Predict calls in flight per scoring lane before a batch waits.
-    max_in_flight_batches: int = Field(default=4, ge=1)
     breaker_failure_threshold: int = 5
     breaker_reset_s: float = 2.0
     # Fallback ladder: when the live call fails, a card's last live score decides if it

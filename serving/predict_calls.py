@@ -1,9 +1,9 @@
 """What both model clients share: one batched TF Serving ``Predict`` call and its failures.
 
 The async client (``serving/batching_client.py``, for PyFlink's process mode) and the
-pipelined client (``serving/pipelined_client.py``, for thread mode) differ only in how
-they wait. The request they send, how they read the answer, how a gRPC status becomes a
-fallback reason and when the circuit breaker opens are here, once.
+blocking batch client (``serving/blocking_batch_client.py``, for thread mode) differ
+only in how they wait. The request they send, how they read the answer, how a gRPC
+status becomes a fallback reason and when the circuit breaker opens are here, once.
 
 The request is plain TF Serving API (``model_spec`` name / signature / optional
 version, ``output_filter=["score"]``, one float tensor per input), and the answering
@@ -88,9 +88,9 @@ def classify_rpc_error(exc: grpc.RpcError) -> ModelCallError:
 
 def probe_unanswered(error: ModelCallError) -> ModelCallError:
     """A half-open probe's timeout, as the unavailability it most likely still is. (Not
-    told apart by watching the channel: a connectivity subscription leaves a polling
-    thread per channel, and in thread mode stray Python threads crashed the
-    TaskManager's embedded interpreter when a job was cancelled.)"""
+    told apart by watching the channel: a connectivity subscription runs a polling
+    thread per channel, and in thread mode Python threads of our own are a hazard: see
+    serving/blocking_batch_client.py.)"""
     return ModelCallError("unavailable", f"probe unanswered within its deadline: "
                           f"the server is still not serving ({error.detail})")
 

@@ -45,7 +45,10 @@ def test_simulate_decide_replay_verify_train_and_roll_out(local_stack, run_id, t
         serving = server.serving_overrides()
         config = stack_config_for(run_id, serving=serving)
         KafkaBroker(config).create_topics()
-        sim = run_simulation(config, count=N_EVENTS, rate=None, seed=23, progress=False,
+        # Paced, so that append times spread over ~1.5 s: the time-range check below needs
+        # events of one customer appended at different times (as fast as possible, the
+        # producer sent everything in a few batches of one millisecond each).
+        sim = run_simulation(config, count=N_EVENTS, rate=2_000, seed=23, progress=False,
                              malformed_share=0.02)
         valid = sim.valid_event_ids
         with running_job(run_id, serving=serving) as job:
@@ -85,9 +88,9 @@ def test_simulate_decide_replay_verify_train_and_roll_out(local_stack, run_id, t
                     trace["input"]["partition"], trace["input"]["offset"])
                 assert row["event_time"] == trace["input"]["event"]["event_time"]
 
-            # a time range: rows from the middle on, with the default warm-up before it
-            # (identical), and without warm-up (verify must fail: the windows are empty)
-            since = sorted(r["kafka_timestamp"] for r in rows)[len(rows) // 2]
+            # a time range: rows from about the middle on, with the default warm-up before
+            # it (identical), and without warm-up (verify must fail: the windows are empty)
+            since = split_inside_a_window(rows)
             later = {r["event_id"] for r in rows if r["kafka_timestamp"] >= since}
             for warmup, expect_ok in ((None, True), ("0", False)):
                 out = tmp_path / f"since-{warmup}"
@@ -126,3 +129,24 @@ def test_simulate_decide_replay_verify_train_and_roll_out(local_stack, run_id, t
             assert set(versions) <= {2, None} and versions[2] == paths["MODEL"], versions
             assert all(d.trace["model"]["response"]["model_version"] == 2
                        for d in decided.values() if d.trace["model"]["response"])
+
+
+def split_inside_a_window(rows: list[dict]) -> int:
+    """A Kafka timestamp near the middle with events of one card (1 h window) or one
+    customer (24 h window) on each side of it, the later one's window covering the
+    earlier: without a warm-up the later one's features must differ. (A plain median
+    may cut where no entity has events on both sides: then nothing differs.)"""
+    cuts = set()
+    for key, window_ms in (("card_id", 3_600_000), ("customer_id", 86_400_000)):
+        by_entity: dict[str, list[dict]] = {}
+        for row in rows:
+            by_entity.setdefault(row[key], []).append(row)
+        for entity_rows in by_entity.values():
+            entity_rows.sort(key=lambda r: r["kafka_timestamp"])
+            for earlier, later in zip(entity_rows, entity_rows[1:]):
+                if earlier["kafka_timestamp"] < later["kafka_timestamp"] and \
+                        0 <= later["event_time"] - earlier["event_time"] < window_ms:
+                    cuts.add(later["kafka_timestamp"])
+    assert cuts, "no card or customer has events appended at different times"
+    median = sorted(r["kafka_timestamp"] for r in rows)[len(rows) // 2]
+    return min(cuts, key=lambda t: abs(t - median))

@@ -1,8 +1,9 @@
-"""PipelinedPredictClient against an in-process fake PredictionService (real generated stubs,
+"""BlockingBatchClient against an in-process fake PredictionService (real generated stubs,
 a sync gRPC server on loopback). No TensorFlow, no Flink."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import grpc
 import pytest
 
 from rtd.config import ServingConfig
-from serving.pipelined_client import Finished, PipelinedPredictClient
+from serving.blocking_batch_client import BlockingBatchClient, Finished
 from tests.unit.fake_predictions import fake_server, socket_port
 
 pytestmark = pytest.mark.unit
@@ -27,83 +28,73 @@ def row(amount: float) -> dict[str, float]:
     return {"amount": amount, "card_txn_count_1m": 1.0}
 
 
-def drive(client: PipelinedPredictClient, timeout_s: float = 5.0) -> list[Finished]:
-    """What an operator's timer does: poll when due, until nothing is outstanding."""
+def drive(client: BlockingBatchClient, timeout_s: float = 5.0) -> list[Finished]:
+    """What an operator's timer does: poll when due, until nothing is queued."""
     finished: list[Finished] = []
     deadline = time.monotonic() + timeout_s
     while client.outstanding and time.monotonic() < deadline:
-        due = client.due_in()
-        time.sleep(due or 0)
+        time.sleep(client.due_in() or 0)
         finished += client.poll()
     return finished
 
 
-def test_an_idle_client_sends_at_once_and_rows_batch_up_while_a_call_is_out() -> None:
+def test_rows_within_the_window_share_one_call_and_come_back_with_their_tags() -> None:
     with fake_server() as (service, port):
-        service.delay_s = 0.05
-        client = PipelinedPredictClient(config(port, batch_window_ms=1_000))
+        client = BlockingBatchClient(config(port))
         early = [f for i in range(10) for f in client.add(f"r{i}", row(float(i)))]
         assert early == [] and client.outstanding == 10
-        assert client.calls_in_flight == 1  # r0 went out alone, at once
-        assert 0 < (client.due_in() or 0) <= 0.001  # polling for the call in flight
+        assert client.poll() == []  # the window has not passed
+        assert 0 < (client.due_in() or 0) <= 0.005
         finished = drive(client)
         client.close()
-    assert service.batch_sizes == [1, 9]  # r1..r9 waited for the model, not the window
+    assert service.batch_sizes == [10]
     by_tag = {f.tag: f for f in finished}
     assert sorted(by_tag) == sorted(f"r{i}" for i in range(10))
     for i in range(10):
         prediction = by_tag[f"r{i}"].prediction
         assert prediction is not None and by_tag[f"r{i}"].error is None
         assert prediction.score == pytest.approx(i / 1000.0)
-        assert prediction.model_version == 5
-        assert prediction.batch_size == (1 if i == 0 else 9)
-        assert prediction.latency_ms >= (50.0 if i == 0 else 100.0)
+        assert prediction.model_version == 5 and prediction.batch_size == 10
+        assert prediction.latency_ms >= 5.0  # it waited for the window
     assert client.due_in() is None and client.outstanding == 0
 
 
-def test_a_queue_waits_for_its_window_while_the_model_is_busy() -> None:
+def test_a_full_batch_is_sent_at_once_and_answers_on_return() -> None:
+    with fake_server() as (service, port):
+        client = BlockingBatchClient(config(port, max_batch_size=4, batch_window_ms=10_000))
+        assert [client.add(i, row(1.0)) for i in range(3)] == [[], [], []]
+        finished = client.add(3, row(1.0))
+        assert sorted(f.tag for f in finished) == [0, 1, 2, 3]
+        assert all(f.prediction is not None for f in finished)
+        client.add(4, row(1.0))
+        rest = client.flush()  # the end of an input: no waiting for the window
+        client.close()
+    assert [f.tag for f in rest] == [4]
+    assert service.batch_sizes == [4, 1]
+
+
+def test_no_python_thread_is_started_by_a_call() -> None:
+    """Thread mode's embedded interpreter crashed with gRPC's channel-spin threads."""
+    with fake_server() as (_service, port):
+        client = BlockingBatchClient(config(port, batch_window_ms=0))
+        client.add("warm-up", row(1.0))
+        client.poll()
+        before = {t.ident for t in threading.enumerate()}
+        for i in range(20):
+            client.add(i, row(1.0))
+            assert len(client.poll()) == 1
+        started = {t.ident for t in threading.enumerate()} - before
+        client.close()
+    assert not started
+
+
+def test_a_slow_server_times_out_on_the_rows_deadline() -> None:
     with fake_server() as (service, port):
         service.delay_s = 1.0
-        client = PipelinedPredictClient(config(port, batch_window_ms=20, timeout_ms=3_000))
-        client.add("first", row(1.0))
-        client.add("second", row(2.0))
-        assert client.poll() == [] and client.calls_in_flight == 1
-        assert 0 < (client.due_in() or 0) <= 0.001
-        time.sleep(0.03)  # the second row's window has passed: it goes out, model busy or not
-        assert client.poll() == []
-        assert client.calls_in_flight == 2 and client.outstanding == 2
-        client.close()
-
-
-def test_full_batches_go_out_at_once_and_calls_overlap_up_to_the_cap() -> None:
-    with fake_server() as (service, port):
-        service.delay_s = 0.2
-        client = PipelinedPredictClient(config(port, max_batch_size=4, max_in_flight_batches=2,
-                                               batch_window_ms=1_000))
+        client = BlockingBatchClient(config(port, timeout_ms=100, batch_window_ms=0))
         started = time.monotonic()
-        for i in range(5):  # r0 alone (idle), then a full batch of four: both in flight
-            assert client.add(i, row(1.0)) == []
-        assert time.monotonic() - started < 0.1
-        finished = []
-        for i in range(5, 9):  # the next full batch must wait for the oldest call
-            finished += client.add(i, row(1.0))
-        assert time.monotonic() - started >= 0.2
-        assert 0 in {f.tag for f in finished}
-        rest = drive(client)
-        client.close()
-    assert sorted(f.tag for f in finished + rest) == list(range(9))
-    assert sorted(service.batch_sizes) == [1, 4, 4]
-    assert service.max_concurrent == 2
-
-
-def test_a_slow_server_times_out_on_the_rows_deadline_without_blocking_add() -> None:
-    with fake_server() as (service, port):
-        service.delay_s = 1.0
-        client = PipelinedPredictClient(config(port, timeout_ms=100, batch_window_ms=0))
-        started = time.monotonic()
-        assert client.add("slow", row(1.0)) == []
-        assert time.monotonic() - started < 0.05
-        finished = drive(client)
+        client.add("slow", row(1.0))
+        finished = client.poll()
         elapsed = time.monotonic() - started
         client.close()
     assert [(f.tag, f.prediction, f.error and f.error.reason) for f in finished] == [
@@ -112,15 +103,25 @@ def test_a_slow_server_times_out_on_the_rows_deadline_without_blocking_add() -> 
     assert client.breaker.state == "closed"  # slowness is not unavailability
 
 
+def test_a_row_whose_deadline_passed_while_queued_is_not_sent() -> None:
+    with fake_server() as (service, port):
+        client = BlockingBatchClient(config(port, timeout_ms=20, batch_window_ms=50))
+        client.add("stale", row(1.0))
+        time.sleep(0.06)
+        finished = client.poll()
+        client.close()
+    assert [(f.tag, f.error and f.error.reason) for f in finished] == [("stale", "timeout")]
+    assert service.batch_sizes == []
+
+
 def test_an_unreachable_server_opens_the_breaker_and_then_refuses_rows_at_once() -> None:
     with socket_port() as port:
-        client = PipelinedPredictClient(config(port, timeout_ms=500, batch_window_ms=0,
-                                               breaker_failure_threshold=2,
-                                               breaker_reset_s=30))
+        client = BlockingBatchClient(config(port, timeout_ms=500, batch_window_ms=0,
+                                            breaker_failure_threshold=2, breaker_reset_s=30))
         reasons = []
         for i in range(2):
             client.add(i, row(1.0))
-            reasons += [f.error.reason for f in drive(client) if f.error]
+            reasons += [f.error.reason for f in client.poll() if f.error]
         assert reasons == ["unavailable", "unavailable"]
         assert client.breaker.state == "open"
         started = time.monotonic()
@@ -134,22 +135,23 @@ def test_an_unreachable_server_opens_the_breaker_and_then_refuses_rows_at_once()
 def test_the_probe_waits_for_a_connection_and_a_healed_server_closes_the_breaker() -> None:
     with socket_port() as port:
         pass  # free again: nobody listens until the server below starts
-    client = PipelinedPredictClient(config(port, timeout_ms=400, batch_window_ms=0,
-                                           breaker_failure_threshold=1, breaker_reset_s=0.2))
+    client = BlockingBatchClient(config(port, timeout_ms=400, batch_window_ms=0,
+                                        breaker_failure_threshold=1, breaker_reset_s=0.2))
     client.add("down", row(1.0))
-    assert [f.error.reason for f in drive(client) if f.error] == ["unavailable"]
+    assert [f.error.reason for f in client.poll() if f.error] == ["unavailable"]
     assert client.breaker.state == "open"
     time.sleep(0.25)
     client.add("probe-while-down", row(1.0))  # waits for a connection that never comes
-    probe = drive(client)
+    probe = client.poll()
     assert [(f.tag, f.error and f.error.reason) for f in probe] == [
-        ("probe-while-down", "unavailable")]  # never connected: not a "timeout"
+        ("probe-while-down", "unavailable")]  # unanswered: still unavailable
     assert client.breaker.state == "open"
     with fake_server(port) as (_service, _port):
         time.sleep(0.25)
         client.add("probe-healed", row(3.0))
-        healed = drive(client)
-        after = client.add("after", row(4.0)) + drive(client)
+        healed = client.poll()
+        client.add("after", row(4.0))
+        after = client.poll()
         client.close()
     assert [(f.tag, f.prediction is not None) for f in healed] == [("probe-healed", True)]
     assert [(f.tag, f.prediction is not None) for f in after] == [("after", True)]
@@ -159,11 +161,11 @@ def test_the_probe_waits_for_a_connection_and_a_healed_server_closes_the_breaker
 def test_server_errors_are_errors_and_do_not_open_the_breaker() -> None:
     with fake_server() as (service, port):
         service.fail_code = grpc.StatusCode.INVALID_ARGUMENT
-        client = PipelinedPredictClient(config(port, batch_window_ms=0,
-                                               breaker_failure_threshold=1))
+        client = BlockingBatchClient(config(port, batch_window_ms=0,
+                                            breaker_failure_threshold=1))
         client.add("a", row(1.0))
         client.add("b", row(2.0))
-        finished = drive(client)
+        finished = client.poll()
         client.close()
     assert sorted((f.tag, f.error.reason) for f in finished if f.error) == [
         ("a", "error"), ("b", "error")]
@@ -173,24 +175,23 @@ def test_server_errors_are_errors_and_do_not_open_the_breaker() -> None:
 
 def test_rows_with_other_input_names_are_refused_as_errors() -> None:
     with fake_server() as (_service, port):
-        client = PipelinedPredictClient(config(port))
+        client = BlockingBatchClient(config(port))
         client.add("ok", row(1.0))
         refused = client.add("odd", {"amount": 1.0})
-        rest = client.wait_all()
+        rest = client.flush()
         client.close()
     assert [(f.tag, f.error and f.error.reason) for f in refused] == [("odd", "error")]
     assert [(f.tag, f.prediction is not None) for f in rest] == [("ok", True)]
 
 
-def test_on_call_hears_every_finished_call() -> None:
+def test_on_call_hears_every_call() -> None:
     calls: list[tuple[float, int, str | None]] = []
-    with fake_server() as (service, port):
-        service.delay_s = 0.05
-        client = PipelinedPredictClient(config(port, max_batch_size=3),
-                                        on_call=lambda ms, n, o: calls.append((ms, n, o)))
-        for i in range(5):  # r0 alone; r1-r3 a full batch; r4 left queued
+    with fake_server() as (_service, port):
+        client = BlockingBatchClient(config(port, max_batch_size=3),
+                                     on_call=lambda ms, n, o: calls.append((ms, n, o)))
+        for i in range(5):
             client.add(i, row(1.0))
-        client.wait_all()
+        client.flush()
         client.close()
-    assert [(n, o) for _, n, o in calls] == [(1, None), (3, None), (1, None)]
+    assert [(n, o) for _, n, o in calls] == [(3, None), (2, None)]
     assert all(ms >= 0 for ms, _, _ in calls)
