@@ -78,8 +78,10 @@ class BatchedScoring(KeyedProcessFunction):
         self._channel = grpc.insecure_channel(self.serving.target, options=CHANNEL_OPTIONS)
         self._breaker = breaker_for(self.serving, time.monotonic)
         self._lanes = {}
+        # Thread mode: figures pushed into JVM counters (a Python gauge would be called
+        # on Flink's metrics thread: operators/metric_values.py).
         self._metrics = ScoringMetrics(runtime_context.get_metrics_group(),
-                                       lambda: self._breaker.state != "closed")
+                                       lambda: self._breaker.state != "closed", push=True)
 
     def close(self) -> None:
         for lane in self._lanes.values():

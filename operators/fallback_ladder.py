@@ -29,6 +29,7 @@ from typing import Any
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
+from operators.metric_values import PublishedValue, Throttle
 from operators.state_ttl import safety_ttl
 
 from decisioning.decision import FALLBACK_REASONS, ModelResult
@@ -94,8 +95,9 @@ class FallbackLadderFunction(KeyedProcessFunction):
                         FALLBACK_REASONS}
         self._failed_rate = {reason: group.meter(f"live_call_{reason}_per_s", 60)
                              for reason in FALLBACK_REASONS}
-        group.gauge("cards_remembered", lambda: sum(len(s.cards) for s in
-                                                    self._shards.values()))
+        # Pushed, not a gauge: operators/metric_values.py.
+        self._cards_remembered = PublishedValue(group, "cards_remembered")
+        self._publish = Throttle(1.0)
 
     def _shard(self, shard: int) -> _Shard:
         state = self._shards.get(shard)
@@ -131,6 +133,8 @@ class FallbackLadderFunction(KeyedProcessFunction):
         shard.since_sweep += 1
         if shard.since_sweep >= max(MIN_RECORDS_BETWEEN_SWEEPS, len(shard.cards)):
             self._sweep(shard)
+        if self._publish.due():
+            self._cards_remembered.set(sum(len(s.cards) for s in self._shards.values()))
         yield value
 
     def _sweep(self, shard: _Shard) -> None:

@@ -27,6 +27,7 @@ from operators.state_ttl import safety_ttl
 from feature_views.model import MINUTE_MS, FeatureView
 from feature_views.window_state import State, ViewComputer, empty_state
 from operators.clock import now_ms
+from operators.metric_values import PublishedValue, Throttle
 
 NO_WATERMARK = -(2**63)
 # Expiry timers are rounded up to this granularity: one timer per shard and minute.
@@ -78,7 +79,9 @@ class FeatureViewFunction(KeyedProcessFunction):
         self._latest_timer: dict[int, int] = {}
         group = runtime_context.get_metrics_group().add_group("rtd").add_group(self.view.name)
         self._late_counter = group.counter("late_events")
-        group.gauge("entities_in_memory", lambda: sum(len(s) for s in self._shards.values()))
+        # Pushed, not a gauge: operators/metric_values.py.
+        self._entities_in_memory = PublishedValue(group, "entities_in_memory")
+        self._publish = Throttle(1.0)
 
     def _shard(self, shard: int) -> dict[str, State]:
         entities = self._shards.get(shard)
@@ -122,7 +125,12 @@ class FeatureViewFunction(KeyedProcessFunction):
             "computed_at": now_ms(),
         }
         value["timings"][self.stage] = now_ms()
+        if self._publish.due():
+            self._publish_entities()
         yield value
+
+    def _publish_entities(self) -> None:
+        self._entities_in_memory.set(sum(len(s) for s in self._shards.values()))
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         """Drop the shard's entities that can no longer affect any window."""
@@ -134,5 +142,7 @@ class FeatureViewFunction(KeyedProcessFunction):
         for key in expired:
             del entities[key]
             self._map.remove(key)
+        if expired:
+            self._publish_entities()
         return
         yield  # pragma: no cover - makes this a generator, as PyFlink expects

@@ -57,6 +57,11 @@ class CallStats:
             self._rows.append(latency_ms)
             self._version += 1
 
+    def totals(self) -> tuple[int, int]:
+        """(calls, rows) recorded in total: cheap, no percentiles."""
+        with self._lock:
+            return self._total_calls, self._total_rows
+
     def summary(self) -> Summary:
         """The figures now; recomputed only when something was recorded since."""
         with self._lock:

@@ -80,7 +80,10 @@ class FlinkCluster:
             "python.client.executable": python,
             "heartbeat.timeout": 50000,
             # Keep the distribution's --add-opens/--add-exports (Java 17 needs them).
-            "env.java.opts.all": f"{default_java_opts()} -XX:+UseG1GC".strip(),
+            # A JVM that dies in native code (embedded Python) writes its report beside
+            # the logs, not into whatever directory the daemon was started from.
+            "env.java.opts.all": (f"{default_java_opts()} -XX:+UseG1GC "
+                                  f"-XX:ErrorFile={self.log_dir}/hs_err_pid%p.log").strip(),
         }
 
     def write_config(self) -> None:

@@ -41,12 +41,29 @@ class FakeMapState:
         return iter([(k, v) for (lane, k), v in self.data.items() if lane == self._ctx.key])
 
 
+class FakeCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.count += n
+
+
 class FakeGroup:
+    """Counters only: a Python gauge in thread mode is called on Flink's metrics thread
+    and crashes the TaskManager (operators/metric_values.py), so registering one fails."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, FakeCounter] = {}
+
     def add_group(self, name: str) -> FakeGroup:
         return self
 
+    def counter(self, name: str) -> FakeCounter:
+        return self.counters.setdefault(name, FakeCounter())
+
     def gauge(self, name: str, fn: Any) -> None:
-        pass
+        raise AssertionError(f"thread-mode operator registered a Python gauge {name!r}")
 
 
 class FakeTimers:
@@ -83,12 +100,13 @@ class FakeContext:
 class FakeRuntime:
     def __init__(self, state: FakeMapState) -> None:
         self.state = state
+        self.metrics = FakeGroup()
 
     def get_map_state(self, descriptor: Any) -> FakeMapState:
         return self.state
 
     def get_metrics_group(self) -> FakeGroup:
-        return FakeGroup()
+        return self.metrics
 
 
 def record(card: str, amount: float) -> dict[str, Any]:
@@ -96,9 +114,10 @@ def record(card: str, amount: float) -> dict[str, Any]:
             "timings": {}, "as_of": {}, "late": False}
 
 
-def opened(port: int, state: FakeMapState, **serving: Any) -> BatchedScoring:
+def opened(port: int, state: FakeMapState, runtime: FakeRuntime | None = None,
+           **serving: Any) -> BatchedScoring:
     operator = BatchedScoring(ServingConfig(host="127.0.0.1", port=port, **serving))
-    operator.open(FakeRuntime(state))  # type: ignore[arg-type]
+    operator.open(runtime or FakeRuntime(state))  # type: ignore[arg-type]
     return operator
 
 
@@ -190,3 +209,24 @@ def test_lanes_spread_cards_over_one_key_per_subtask() -> None:
     cards = [f"card-{i}" for i in range(200)]
     assert {lane_of(c, 1) for c in cards} == {0}
     assert {lane_of(c, 3) for c in cards} == set(lane_keys(3))
+
+
+def test_metrics_are_pushed_into_counters_not_read_from_python_gauges() -> None:
+    ctx = FakeContext(key=0)
+    state = FakeMapState(ctx)
+    runtime = FakeRuntime(state)
+    with fake_server() as (service, port):
+        operator = opened(port, state, runtime)
+        out = []
+        for i in range(12):
+            out += list(operator.process_element(record(f"c{i}", 50.0), ctx))  # type: ignore[arg-type]
+        out += run_timers(operator, ctx)
+        operator.close()
+    counters = {name: c.count for name, c in runtime.metrics.counters.items()}
+    assert len(out) == 12
+    assert counters["scored"] == 12 and counters["predict_rows"] == 12
+    assert 1 <= counters["predict_calls"] <= 12
+    assert counters["fallback_timeout"] == counters["fallback_unavailable"] == 0
+    # The latency figures were published by the first call (then at most once a second).
+    assert counters["call_latency_p99_us"] >= counters["call_latency_p50_us"] > 0
+    assert counters["breaker_open"] == 0
