@@ -98,8 +98,10 @@ class ServingConfig(_Frozen):
     breaker_failure_threshold: int = 5
     breaker_reset_s: float = 2.0
     # Fallback ladder: when the live call fails, a card's last live score decides if it
-    # was for an event within this much event time of the current one; 0 turns it off.
-    last_score_max_age_ms: int = Field(default=600_000, ge=0)
+    # was for an event within this much event time of the current one. Off (0) by
+    # default: the contract's default is that on fallback the rules alone decide
+    # (RULES_ONLY); a deployment opts in to the last-score rung, e.g. 600000 (10 min).
+    last_score_max_age_ms: int = Field(default=0, ge=0)
 
     @property
     def target(self) -> str:

@@ -189,3 +189,22 @@ def test_explain_says_which_last_score_decided() -> None:
     assert "Live model call failed: 'timeout'" in text
     assert "last score 0.8000 from model v3 (event earlier, 60 s of event time earlier" in text
     assert "rules alone decided" not in text
+
+
+@pytest.mark.parametrize("reason", ["timeout", "unavailable", "error"])
+def test_by_default_a_failed_call_is_decided_by_the_rules_alone(reason: str) -> None:
+    """The shared contract: "On fallback the rules alone decide". The last-score rung is
+    opt-in, so the default config gives RULES_ONLY with the cause, no score, no version."""
+    from rtd.config import RtdConfig
+
+    ladder = FallbackLadder(RtdConfig().serving.last_score_max_age_ms)
+    assert not ladder.enabled
+    event = txn("c1", at=T0 + MIN, amount=2_500.0)
+    outcome = ladder.apply(failed(reason), event, remembered(T0, 0.99))
+    assert outcome.step is Step.DISABLED and outcome.remember is None
+    decision = decide(event, evaluate_rules(RULES, event, QUIET), outcome.model,
+                      decline_at=0.9, review_at=0.6, late=False, decided_at=T0 + MIN)
+    assert decision["path"] == "RULES_ONLY"
+    assert decision["fallback_reason"] == reason
+    assert decision["score"] is None and decision["model_version"] is None
+    assert decision["outcome"] == "REVIEW" and decision["reasons"] == ["HIGH_AMOUNT"]
