@@ -61,10 +61,16 @@ class SyncFakeService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 self.concurrent -= 1
 
 
+SERVER_THREADS = "fake-prediction-server"
+
+
 @contextmanager
 def fake_server(port: int = 0) -> Iterator[tuple[SyncFakeService, int]]:
     """A sync fake on ``port`` (0: any free one)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    # Named, so tests that count the client's threads can tell the server's apart: the
+    # pool starts its workers lazily, one per concurrent request, while the client runs.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8,
+                                                    thread_name_prefix=SERVER_THREADS))
     service = SyncFakeService()
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
     port = server.add_insecure_port(f"127.0.0.1:{port}")
