@@ -14,9 +14,8 @@ import argparse
 import json
 import statistics
 import time
-import uuid
 
-from rtd.config import load_config
+from bench.fresh_run import fresh_run_config
 from rtd.job_submission import submit
 from rtd.simulator.producer import run_simulation
 from rtd.stack.flink_cluster import FlinkCluster
@@ -35,13 +34,7 @@ def main() -> None:
     parser.add_argument("--override", default="{}")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
-    run = uuid.uuid4().hex[:6]
-    topics = {k: f"{k}-bench-{run}" for k in ("transactions", "labels", "decisions",
-                                               "traces", "dlq")}
-    overrides = json.loads(args.override)
-    kafka = {**overrides.pop("kafka", {}), "topics": topics, "consumer_group": f"bench-{run}"}
-    job = {**overrides.pop("job", {}), "name": f"rtd-bench-{run}"}
-    config = load_config(None, kafka=kafka, job=job, **overrides)
+    _run, topics, config = fresh_run_config("bench", args.override)
     KafkaBroker(config).create_topics()
     summary = run_simulation(config, count=args.events, rate=None, seed=1, progress=False,
                              malformed_share=0.01)

@@ -18,7 +18,6 @@ import argparse
 import json
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ import psutil
 from bench.flink_metrics import FlinkSampler
 from bench.resources import pids_from_file
 from bench.stats import latency_summary
-from rtd.config import PROJECT_ROOT, RtdConfig, load_config
+from bench.fresh_run import fresh_run_config
+from rtd.config import PROJECT_ROOT, RtdConfig
 from rtd.job_submission import submit
 from rtd.simulator.producer import run_simulation
 from rtd.stack.flink_cluster import FlinkCluster
@@ -193,13 +193,7 @@ def main() -> None:
                         help="seconds to wait for the last decisions after sending")
     args = parser.parse_args()
 
-    run = uuid.uuid4().hex[:6]
-    topics = {k: f"{k}-soak-{run}" for k in ("transactions", "labels", "decisions",
-                                              "traces", "dlq")}
-    overrides = json.loads(args.override)
-    kafka = {**overrides.pop("kafka", {}), "topics": topics, "consumer_group": f"soak-{run}"}
-    job = {**overrides.pop("job", {}), "name": f"rtd-soak-{run}"}
-    config = load_config(None, kafka=kafka, job=job, **overrides)
+    run, topics, config = fresh_run_config("soak", args.override)
     cluster = FlinkCluster(config)
     out = PROJECT_ROOT / "out" / "soak" / run
     out.mkdir(parents=True, exist_ok=True)
