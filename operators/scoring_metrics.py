@@ -55,8 +55,8 @@ class ScoringMetrics:
         stats = self.stats
         for name, figure in FIGURES.items():
             group.gauge(name, self._figure(figure))
-        group.gauge("predict_calls", lambda: stats.summary().calls)
-        group.gauge("predict_rows", lambda: stats.summary().rows)
+        group.gauge("predict_calls", lambda: stats.totals()[0])
+        group.gauge("predict_rows", lambda: stats.totals()[1])
         group.gauge("breaker_open", lambda: int(breaker_open()))
 
     def _fallback_count(self, reason: str) -> Callable[[], int]:
@@ -66,25 +66,25 @@ class ScoringMetrics:
         return lambda: figure(self.stats.summary())
 
     def _refresh(self) -> None:
-        """Push mode: the figures that need a summary, at most once a second."""
+        """Push mode: the figures that need a summary, at most once a second (the
+        counts are pushed as they change)."""
         if not self._throttle.due():
             return
         summary = self.stats.summary()
         values = self._values
         for name, figure in FIGURES.items():
             values[name].set(figure(summary))
-        values["predict_calls"].set(summary.calls)
-        values["predict_rows"].set(summary.rows)
         values["breaker_open"].set(int(self._breaker_open()))
 
     def on_call(self, latency_ms: float, rows: int, outcome: Reason | None) -> None:
         """A client's call hook: latency of answered calls (failures count by cause)."""
         if outcome is None:
             self.stats.record_call(latency_ms, rows)
+            if self._push:
+                calls, rows_total = self.stats.totals()
+                self._values["predict_calls"].set(calls)
+                self._values["predict_rows"].set(rows_total)
         if self._push:
-            calls, rows_total = self.stats.totals()
-            self._values["predict_calls"].set(calls)
-            self._values["predict_rows"].set(rows_total)
             self._refresh()
 
     def row_scored(self, latency_ms: float) -> None:
