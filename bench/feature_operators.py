@@ -49,10 +49,10 @@ def run(events: int, overrides: dict, backend: str) -> dict:
     env.set_parallelism(config.flink.parallelism)
     records = generate(GeneratorSettings(start_time_ms=1_700_000_000_000, seed=3,
                                          malformed_share=0.0), events)
-    rows = [Row(r.key, r.value, "transactions", 0, i, 0)
+    rows = [Row(r.key, r.value, "transactions", 0, i, None)
             for i, r in enumerate(records) if r.kind == "txn"]
     raw = env.from_collection(rows, type_info=RAW_ROW)
-    validated, _ = validate_events(raw)
+    validated, _ = validate_events(raw, config)
     features = build_features(validated, config)
     features.map(lambda r: 1, output_type=Types.INT()).add_sink(discarding_sink())
     started = time.perf_counter()

@@ -1,10 +1,14 @@
 """Window arithmetic for one key of one feature view: pure Python, no Flink.
 
-The per-key state is one compact value, ``[last_time, entries]``:
+The per-key state is one compact value, ``[last_time, entries, last_pruned]``:
   - ``last_time``: the largest event time processed for the key (-1: none), which the
     last-seen delta needs after the history has been pruned;
   - ``entries``: one tuple ``(event_time, *view.history_fields)`` per processed event,
-    sorted by event time, ties kept in processing order.
+    sorted by event time, ties kept in processing order;
+  - ``last_pruned``: the largest event time pruned from ``entries`` (-1: none). An event
+    that is out of order but not late (its time below ``last_time``) finds its
+    predecessor there when that lies beyond the longest window, so its last-seen delta
+    is still exact. (States written before it had two items; they read as -1.)
 
 Semantics (contract, "Features"): for an event e of key k at event time t, a windowed
 feature over W covers the events of k already processed, e included, whose event time is
@@ -25,12 +29,12 @@ from typing import Any
 
 from feature_views.model import Aggregation, FeatureView
 
-State = list[Any]  # [last_time: int, entries: list[tuple]]
+State = list[Any]  # [last_time: int, entries: list[tuple], last_pruned: int]
 _TIME = itemgetter(0)
 
 
 def empty_state() -> State:
-    return [-1, []]
+    return [-1, [], -1]
 
 
 class ViewComputer:
@@ -60,6 +64,11 @@ class ViewComputer:
         horizon = watermark - allowed_lateness_ms - self._history_window
         cut = bisect_right(entries, horizon, key=_TIME)
         if cut:
+            pruned = entries[cut - 1][0]
+            if len(state) < 3:
+                state.append(pruned)
+            elif pruned > state[2]:
+                state[2] = pruned
             del entries[:cut]
 
     def expires_at(self, state: State, allowed_lateness_ms: int) -> int:
@@ -100,6 +109,8 @@ class ViewComputer:
                 out[name] = int(any(entries[i][idx] != mine for i in range(lo, hi)))
             else:  # SECONDS_SINCE_LAST
                 previous = entries[hi - 1][0] if hi else None
+                if previous is None and len(state) > 2 and 0 <= state[2] <= t:
+                    previous = state[2]
                 if 0 <= state[0] <= t and (previous is None or state[0] > previous):
                     previous = state[0]
                 if previous is None or previous <= t - window:

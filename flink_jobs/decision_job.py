@@ -21,7 +21,7 @@ from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from decisioning.rules import load_rules
-from flink_jobs.kafka_tables import SINK_TABLES, SOURCE_TABLE, register_kafka_tables
+from flink_jobs.kafka_tables import SINK_TABLES, register_kafka_tables, source_stream
 from flink_jobs.topology import build_topology
 from operators.lanes import MAX_PARALLELISM
 from rtd.config import RtdConfig, load_config
@@ -69,7 +69,7 @@ def run(config: RtdConfig) -> None:
     rules = load_rules(config.path(config.rules_file) if config.rules_file else None)
     env, t_env = create_environments(config)
     register_kafka_tables(t_env, config)
-    raw = t_env.to_data_stream(t_env.from_path(SOURCE_TABLE))
+    raw = source_stream(t_env)
     outputs = build_topology(raw, config, rules)
 
     statements = t_env.create_statement_set()

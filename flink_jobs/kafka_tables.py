@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pyflink.datastream import DataStream
 from pyflink.table import StreamTableEnvironment
+from pyflink.table.expressions import col
 
+from flink_jobs.event_time_sql import row_time_sql
 from rtd.config import RtdConfig
 
 SOURCE_TABLE = "rtd_transactions"
+# The source's columns that the job reads (the row-time column only drives watermarks).
+SOURCE_COLUMNS = ("k", "v", "topic", "partition", "offset", "kafka_ts")
 SINK_TABLES = {"decisions": "rtd_decisions", "traces": "rtd_decision_traces", "dlq": "rtd_dlq"}
 
 _STARTUP = {
@@ -34,16 +39,47 @@ def _quote(value: str) -> str:
     return value.replace("'", "''")
 
 
+def _interval(ms: int) -> str:
+    return f"INTERVAL '{ms // 1000}.{ms % 1000:03d}' SECOND(3)"
+
+
+def event_time_options(config: RtdConfig) -> dict[str, str]:
+    """Per-partition event time (contract: "Event time is tracked per Kafka partition").
+
+    The planner pushes the DDL's watermark into the Kafka source, which then keeps one
+    bounded-out-of-orderness generator per partition and emits their minimum. A
+    partition without data for the idleness timeout drops out of that minimum until it
+    has data again. Alignment pauses a partition whose watermark runs more than the
+    maximum drift ahead of the slowest, so a backlog is read across partitions in step
+    with event time: that keeps state small and the customer features' cross-partition
+    processing order close to event time order.
+    """
+    job = config.job
+    options = {}
+    if job.idleness_ms > 0:
+        options["scan.watermark.idle-timeout"] = f"{job.idleness_ms} ms"
+    if job.watermark_alignment_max_drift_ms > 0:
+        options["scan.watermark.alignment.group"] = f"{job.name}-transactions"
+        options["scan.watermark.alignment.max-drift"] = \
+            f"{job.watermark_alignment_max_drift_ms} ms"
+        options["scan.watermark.alignment.update-interval"] = \
+            f"{job.watermark_alignment_update_ms} ms"
+    return options
+
+
 def source_ddl(config: RtdConfig, *, bounded_offsets: str | None = None,
                startup: str | None = None, options: Mapping[str, str] | None = None) -> str:
     """The `transactions` source table. The live job passes nothing; a bounded replay
     passes ``bounded_offsets`` (a 'scan.bounded.mode') and further connector
-    ``options`` such as 'scan.bounded.specific-offsets'."""
+    ``options`` such as 'scan.bounded.specific-offsets'. Both get the same per-partition
+    watermarks, so a replay flags and prunes exactly as the live job does."""
     kafka = config.kafka
+    job = config.job
     extra = ""
+    options = {**event_time_options(config), **(options or {})}
     if bounded_offsets is not None:
         extra = f", 'scan.bounded.mode' = '{bounded_offsets}'"
-    for key, value in (options or {}).items():
+    for key, value in options.items():
         extra += f",\n  '{_quote(key)}' = '{_quote(value)}'"
     return f"""
 CREATE TEMPORARY TABLE {SOURCE_TABLE} (
@@ -52,7 +88,9 @@ CREATE TEMPORARY TABLE {SOURCE_TABLE} (
   `topic` STRING METADATA VIRTUAL,
   `partition` INT METADATA VIRTUAL,
   `offset` BIGINT METADATA VIRTUAL,
-  `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
+  `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+  `event_ts` AS {row_time_sql(job.max_future_skew_ms)},
+  WATERMARK FOR `event_ts` AS `event_ts` - {_interval(job.watermark_delay_ms)}
 ) WITH (
   'connector' = 'kafka',
   'topic' = '{_quote(kafka.topics.transactions)}',
@@ -97,3 +135,10 @@ def register_kafka_tables(t_env: StreamTableEnvironment, config: RtdConfig) -> N
     t_env.execute_sql(sink_ddl(config, SINK_TABLES["traces"], topics.traces,
                                f"{name}-traces"))
     t_env.execute_sql(sink_ddl(config, SINK_TABLES["dlq"], topics.dlq, f"{name}-dlq"))
+
+
+def source_stream(t_env: StreamTableEnvironment) -> DataStream:
+    """The registered source as a DataStream of the columns the job reads; the row-time
+    column stays in the source, where it drives the per-partition watermarks."""
+    return t_env.to_data_stream(t_env.from_path(SOURCE_TABLE)
+                                .select(*(col(c) for c in SOURCE_COLUMNS)))

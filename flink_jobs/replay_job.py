@@ -36,11 +36,13 @@ from pyflink.datastream import (
 )
 from pyflink.table import StreamTableEnvironment
 
+from decisioning.transaction import Reason
 from feature_views.model import FeatureView
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.embedded_python import embedded_python_path
-from flink_jobs.kafka_tables import SOURCE_TABLE, source_ddl
+from flink_jobs.kafka_tables import source_ddl, source_stream
 from flink_jobs.topology import build_features, validate_events
+from operators.failures import has_failed
 from rtd.config import RtdConfig
 from rtd.replay.rows import row_values
 
@@ -60,7 +62,10 @@ class ReplayRows(FlatMapFunction):
     def flat_map(self, value: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         source = value["source"]
         if source["offset"] >= self.rows_from.get(source["partition"], 0):
-            yield ROW, row_values(value, self.views)
+            if has_failed(value):  # the live job dead-letters it as internal_error
+                yield DEAD, Reason.INTERNAL_ERROR
+            else:
+                yield ROW, row_values(value, self.views)
 
 
 class DeadLetterMarks(FlatMapFunction):
@@ -110,7 +115,7 @@ def build_replay(raw: DataStream, config: RtdConfig, views: tuple[FeatureView, F
     """Raw (key, value, topic, partition, offset, timestamp) rows -> batches of tagged
     rows and dead-letter marks. Injected source, as ``build_topology``."""
     records = Types.PICKLED_BYTE_ARRAY()
-    validated, dead_letters = validate_events(raw)
+    validated, dead_letters = validate_events(raw, config)
     features = build_features(validated, config, views)
     rows = features.flat_map(ReplayRows(views, rows_from), output_type=records) \
         .uid("replay-rows").name("Replay rows")
@@ -164,4 +169,4 @@ def kafka_replay_source(t_env: StreamTableEnvironment, config: RtdConfig,
     replay_config = config.model_copy(update={"kafka": kafka})
     t_env.execute_sql(source_ddl(replay_config, bounded_offsets="specific-offsets",
                                  startup="specific-offsets", options=source_options))
-    return t_env.to_data_stream(t_env.from_path(SOURCE_TABLE))
+    return source_stream(t_env)

@@ -3,10 +3,14 @@
 ``build_topology`` takes the raw record stream and returns the three output streams;
 production wires Kafka tables to both ends, tests may wire collections.
 
-raw -> validate (dead letters to a side output) -> event-time watermarks
+raw (per-partition event-time watermarks, generated in the Kafka source:
+     flink_jobs/kafka_tables.py) -> validate (dead letters to a side output)
     -> key by card_id: card features -> key by customer_id: customer features
     -> batched model scoring -> key by card_id: fallback ladder (the card's last
        score when the live call failed) -> decide + trace
+
+A record any stage fails on is marked and passed on; the decide stage sends it to the
+dead letters with reason internal_error (operators/failures.py).
 
 Model scoring depends on the job's execution mode (``job.execution_mode``, job-wide in
 PyFlink): in thread mode a keyed operator per lane with a durable queue
@@ -27,8 +31,7 @@ from decisioning.rules import RuleSet
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from feature_views.model import FeatureView
 from operators.batched_scoring import BatchedScoring, lane_of
-from operators.decide import TRACE_TAG, DecideAndTrace
-from operators.event_time import event_time_watermarks
+from operators.decide import INTERNAL_ERROR_TAG, TRACE_TAG, DecideAndTrace
 from operators.fallback_ladder import FallbackLadderFunction
 from operators.keyed_features import FeatureViewFunction, shard_of
 from operators.scoring import ScoreWithModel
@@ -60,20 +63,17 @@ def build_features(
     config: RtdConfig,
     views: tuple[FeatureView, FeatureView] = (CARD_FEATURES, CUSTOMER_FEATURES),
 ) -> DataStream:
-    """Watermarks and the keyed feature operators: the part the live job and the replay
-    share, so both compute features with the same code and state. ``views``: the card
-    view (keyed by its entity key, flags late events) and the customer view; any
-    declared features are computed, no operator code names them."""
+    """The keyed feature operators: the part the live job and the replay share, so both
+    compute features with the same code and state. ``views``: the card view (keyed by
+    its entity key, flags late events) and the customer view; any declared features are
+    computed, no operator code names them. Watermarks come with ``validated`` from the
+    source, per Kafka partition (flink_jobs/kafka_tables.py)."""
     card_view, customer_view = views
     job = config.job
     records = Types.PICKLED_BYTE_ARRAY()
-    timed = validated.assign_timestamps_and_watermarks(
-        event_time_watermarks(job.watermark_delay_ms, job.idleness_ms)
-    ).uid("event-time-watermarks").name("Event-time watermarks")
-
     shards = job.state_shards
     card_key, customer_key = card_view.entity_key, customer_view.entity_key
-    card = timed.key_by(lambda r: shard_of(r["event"][card_key], shards), key_type=Types.INT()) \
+    card = validated.key_by(lambda r: shard_of(r["event"][card_key], shards), key_type=Types.INT()) \
         .process(FeatureViewFunction(card_view, job.allowed_lateness_ms,
                                      stage="card_features", flags_late=True),
                  output_type=records) \
@@ -87,9 +87,10 @@ def build_features(
         .uid("customer-features").name("Customer features")
 
 
-def validate_events(raw: DataStream) -> tuple[DataStream, DataStream]:
+def validate_events(raw: DataStream, config: RtdConfig) -> tuple[DataStream, DataStream]:
     """Valid records, and dead letters (key, value) rows."""
-    validated = raw.process(ValidateEvents(), output_type=Types.PICKLED_BYTE_ARRAY()) \
+    validated = raw.process(ValidateEvents(config.job.max_future_skew_ms),
+                            output_type=Types.PICKLED_BYTE_ARRAY()) \
         .uid("validate-events").name("Validate events")
     return validated, validated.get_side_output(DLQ_TAG)
 
@@ -114,7 +115,7 @@ def score(features: DataStream, config: RtdConfig) -> DataStream:
 
 def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Outputs:
     rules.check_inputs(FEATURE_NAMES)
-    validated, dead_letters = validate_events(raw)
+    validated, rejected = validate_events(raw, config)
     customer = build_features(validated, config)
 
     scored = score(customer, config)
@@ -133,4 +134,5 @@ def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Output
         output_type=KEY_VALUE_ROW,
     ).uid("decide-and-trace").name("Decide and trace")
     traces = decisions.get_side_output(TRACE_TAG)
+    dead_letters = rejected.union(decisions.get_side_output(INTERNAL_ERROR_TAG))
     return Outputs(decisions=decisions, traces=traces, dead_letters=dead_letters)

@@ -2,7 +2,7 @@
 
 Inputs are built with ``serving.model_signature.model_inputs``, the very function the
 job's scoring operator calls, from the replayed feature values (which verify proved
-equal to what serving used). A row serving could not score (e.g. no channel) is
+equal to what serving used). A row serving could not score (e.g. a feature missing) is
 skipped and counted, not filled in: a made-up value would train on inputs serving
 never sends.
 

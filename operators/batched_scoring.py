@@ -38,13 +38,14 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor
 
+from operators.failures import has_failed
 from operators.keyed_features import shard_of
 from operators.lanes import lane_keys
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
 from rtd.config import ServingConfig
-from serving.model_signature import model_inputs
 from serving.blocking_batch_client import BlockingBatchClient, Finished
+from serving.model_signature import model_inputs
 from serving.predict_calls import CHANNEL_OPTIONS, breaker_for
 
 PENDING_STATE = "model-scoring-pending-v1"
@@ -108,13 +109,16 @@ class BatchedScoring(KeyedProcessFunction):
 
     def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
                         ) -> Iterator[dict[str, Any]]:
+        if has_failed(value):  # an earlier stage failed on it: on to the dead letters
+            yield value
+            return
         lane, finished = self._lane(ctx.get_current_key())
         if not lane.end_timer_set:
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
             lane.end_timer_set = True
         try:
             inputs = model_inputs(value["event"], value["features"])
-        except (KeyError, ValueError) as exc:  # a bad record must not stop decisions
+        except Exception as exc:  # noqa: BLE001 - a bad record must not stop decisions
             value["model_request"] = model_request(self.serving, {})
             self._metrics.row_fell_back("error")
             yield fell_back(value, "error", f"{type(exc).__name__}: {exc}")

@@ -14,10 +14,14 @@ from decisioning.rules import RuleSet, evaluate_rules
 from decisioning.trace import build_trace
 from feature_views.model import FeatureView
 from operators.clock import now_ms
+from operators.failures import has_failed, internal_error_row, mark_failed
 from operators.validation import KEY_VALUE_ROW
 from rtd.config import ThresholdsConfig
 
 TRACE_TAG = OutputTag("decision-traces", KEY_VALUE_ROW)
+# Records any stage failed on (operators/failures.py), as dead letters.
+INTERNAL_ERROR_TAG = OutputTag("internal-errors", KEY_VALUE_ROW)
+STAGE = "decide"
 
 
 class DecideAndTrace(ProcessFunction):
@@ -37,6 +41,7 @@ class DecideAndTrace(ProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         group = runtime_context.get_metrics_group().add_group("rtd")
+        self._internal_errors = group.add_group("internal_errors").counter(STAGE)
         self._outcomes = {
             (o, p): group.add_group("decisions").counter(f"{o}_{p}")
             for o in ("APPROVE", "REVIEW", "DECLINE")
@@ -45,6 +50,22 @@ class DecideAndTrace(ProcessFunction):
 
     def process_element(self, value: dict[str, Any], ctx: ProcessFunction.Context
                         ) -> Iterator[Any]:
+        if not has_failed(value):
+            try:
+                decision, decision_json, trace_json = self._decide(value)
+            except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
+                self._internal_errors.inc()
+                mark_failed(value, STAGE, exc)
+            else:
+                self._outcomes[(decision["outcome"], decision["path"])].inc()
+                yield Row(decision["card_id"], decision_json)
+                yield TRACE_TAG, Row(decision["decision_id"], trace_json)
+                return
+        yield INTERNAL_ERROR_TAG, internal_error_row(value, now_ms())
+
+    def _decide(self, value: dict[str, Any]) -> tuple[dict[str, Any], bytes, bytes]:
+        """The decision, and it and its trace serialised: all are built before either
+        leaves, so a failure leaves neither."""
         event = value["event"]
         features = value["features"]
         model = value["model"]
@@ -76,6 +97,4 @@ class DecideAndTrace(ProcessFunction):
             timings=timings,
             job=self.job_info,
         )
-        self._outcomes[(decision["outcome"], decision["path"])].inc()
-        yield Row(decision["card_id"], orjson.dumps(decision))
-        yield TRACE_TAG, Row(decision["decision_id"], orjson.dumps(trace))
+        return decision, orjson.dumps(decision), orjson.dumps(trace)

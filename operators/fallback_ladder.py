@@ -29,13 +29,15 @@ from typing import Any
 from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
-from operators.metric_values import PublishedValue, Throttle
-from operators.state_ttl import safety_ttl
 
 from decisioning.decision import FALLBACK_REASONS, ModelResult
 from decisioning.fallback_ladder import FallbackLadder, Remembered, Step
+from operators.failures import has_failed, mark_failed
+from operators.metric_values import PublishedValue, Throttle
+from operators.state_ttl import safety_ttl
 
 STATE_NAME = "last-model-score-v1"
+STAGE = "fallback_ladder"
 REMEMBERED_ROW = Types.ROW_NAMED(
     ["score", "model_version", "event_id", "event_time"],
     [Types.DOUBLE(), Types.INT(), Types.STRING(), Types.LONG()],
@@ -98,6 +100,8 @@ class FallbackLadderFunction(KeyedProcessFunction):
         # Pushed, not a gauge: operators/metric_values.py.
         self._cards_remembered = PublishedValue(group, "cards_remembered")
         self._publish = Throttle(1.0)
+        self._internal_errors = runtime_context.get_metrics_group().add_group("rtd") \
+            .add_group("internal_errors").counter(STAGE)
 
     def _shard(self, shard: int) -> _Shard:
         state = self._shards.get(shard)
@@ -108,6 +112,15 @@ class FallbackLadderFunction(KeyedProcessFunction):
 
     def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
                         ) -> Iterator[dict[str, Any]]:
+        if not has_failed(value):
+            try:
+                self._apply(value, ctx)
+            except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
+                self._internal_errors.inc()
+                mark_failed(value, STAGE, exc)
+        yield value
+
+    def _apply(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context) -> None:
         ladder = self._ladder
         assert ladder is not None
         model: ModelResult = value["model"]
@@ -116,7 +129,6 @@ class FallbackLadderFunction(KeyedProcessFunction):
             self._failed_rate[model.fallback_reason].mark_event()
         if not ladder.enabled:
             self._steps[Step.LIVE if model.score is not None else Step.DISABLED].inc()
-            yield value
             return
         event = value["event"]
         card = event["card_id"]
@@ -135,7 +147,6 @@ class FallbackLadderFunction(KeyedProcessFunction):
             self._sweep(shard)
         if self._publish.due():
             self._cards_remembered.set(sum(len(s.cards) for s in self._shards.values()))
-        yield value
 
     def _sweep(self, shard: _Shard) -> None:
         ladder = self._ladder

@@ -22,12 +22,13 @@ from typing import Any
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor
-from operators.state_ttl import safety_ttl
 
 from feature_views.model import MINUTE_MS, FeatureView
 from feature_views.window_state import State, ViewComputer, empty_state
 from operators.clock import now_ms
+from operators.failures import has_failed, mark_failed
 from operators.metric_values import PublishedValue, Throttle
+from operators.state_ttl import safety_ttl
 
 NO_WATERMARK = -(2**63)
 # Expiry timers are rounded up to this granularity: one timer per shard and minute.
@@ -79,6 +80,8 @@ class FeatureViewFunction(KeyedProcessFunction):
         self._latest_timer: dict[int, int] = {}
         group = runtime_context.get_metrics_group().add_group("rtd").add_group(self.view.name)
         self._late_counter = group.counter("late_events")
+        self._internal_errors = runtime_context.get_metrics_group().add_group("rtd") \
+            .add_group("internal_errors").counter(self.stage)
         # Pushed, not a gauge: operators/metric_values.py.
         self._entities_in_memory = PublishedValue(group, "entities_in_memory")
         self._publish = Throttle(1.0)
@@ -92,6 +95,17 @@ class FeatureViewFunction(KeyedProcessFunction):
 
     def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
                         ) -> Iterator[dict[str, Any]]:
+        if has_failed(value):  # an earlier stage failed on it: on to the dead letters
+            yield value
+            return
+        try:
+            self._features(value, ctx)
+        except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
+            self._internal_errors.inc()
+            mark_failed(value, self.stage, exc)
+        yield value
+
+    def _features(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context) -> None:
         computer = self._computer
         assert computer is not None
         shard = ctx.get_current_key()
@@ -127,7 +141,6 @@ class FeatureViewFunction(KeyedProcessFunction):
         value["timings"][self.stage] = now_ms()
         if self._publish.due():
             self._publish_entities()
-        yield value
 
     def _publish_entities(self) -> None:
         self._entities_in_memory.set(sum(len(s) for s in self._shards.values()))

@@ -18,6 +18,7 @@ from typing import Any
 from pyflink.datastream import RuntimeContext
 from pyflink.datastream.functions import AsyncFunction
 
+from operators.failures import has_failed
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
 from rtd.config import ServingConfig
@@ -42,10 +43,16 @@ class ScoreWithModel(AsyncFunction):
         return [fell_back(value, reason, detail)]
 
     async def async_invoke(self, value: dict[str, Any]) -> list[dict[str, Any]]:
+        if has_failed(value):  # an earlier stage failed on it: on to the dead letters
+            return [value]
         if self._client is None:
             self._client = BatchingPredictClient(self.serving, on_call=self._metrics.on_call)
             self._loop = asyncio.get_running_loop()
-        inputs = model_inputs(value["event"], value["features"])
+        try:
+            inputs = model_inputs(value["event"], value["features"])
+        except Exception as exc:  # noqa: BLE001 - a bad record must not stop decisions
+            value["model_request"] = model_request(self.serving, {})
+            return self._fallback(value, "error", f"{type(exc).__name__}: {exc}")
         value["model_request"] = model_request(self.serving, inputs)
         try:
             prediction = await self._client.predict(inputs)
@@ -58,9 +65,10 @@ class ScoreWithModel(AsyncFunction):
 
     def timeout(self, value: dict[str, Any]) -> list[dict[str, Any]]:
         """The operator's own deadline passed: decide by rules alone."""
+        if has_failed(value):
+            return [value]
         if "model_request" not in value:
-            value["model_request"] = model_request(
-                self.serving, model_inputs(value["event"], value["features"]))
+            value["model_request"] = model_request(self.serving, {})
         return self._fallback(value, "timeout", "async operator timeout")
 
     def close(self) -> None:

@@ -6,23 +6,24 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import orjson
 from pyflink.common import Row, Types
-from pyflink.datastream import OutputTag, ProcessFunction
+from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
-from decisioning.transaction import Rejection, validate
+from decisioning.transaction import Reason, Rejection, validate
 from operators.clock import now_ms
+from operators.failures import dead_letter_row, error_text
 
 # Dead letters, decisions and traces leave the job as (key text, value JSON bytes) rows:
 # JSON encoded once, by orjson, straight to the UTF-8 bytes the Kafka record carries.
 KEY_VALUE_ROW = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 DLQ_TAG = OutputTag("dead-letters", KEY_VALUE_ROW)
+STAGE = "validate"
 
 
 def _text(value: bytes | None) -> str | None:
     if value is None:
         return None
-    return value.decode("utf-8", errors="replace")
+    return bytes(value).decode("utf-8", errors="replace")
 
 
 def _epoch_ms(value: Any) -> int | None:
@@ -37,36 +38,37 @@ def _epoch_ms(value: Any) -> int | None:
     return int(value)
 
 
-def dead_letter(rejection: Rejection, source: dict[str, Any], seen_at: int) -> Row:
-    doc = {
-        "reason": rejection.reason,
-        "detail": rejection.detail,
-        "raw": source["raw"],
-        "topic": source["topic"],
-        "partition": source["partition"],
-        "offset": source["offset"],
-        "seen_at": seen_at,
-    }
-    return Row(source["key"], orjson.dumps(doc))
-
-
 class ValidateEvents(ProcessFunction):
     """Input rows: (key bytes, value bytes, topic, partition, offset, kafka timestamp)."""
 
+    def __init__(self, max_future_skew_ms: int) -> None:
+        self.max_future_skew_ms = max_future_skew_ms
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        group = runtime_context.get_metrics_group().add_group("rtd")
+        self._internal_errors = group.add_group("internal_errors").counter(STAGE)
+
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         received = now_ms()
-        key, raw, topic, partition, offset, kafka_ts = value
-        source = {
-            "key": _text(key),
-            "raw": _text(raw),
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "kafka_timestamp": _epoch_ms(kafka_ts),
-        }
-        result = validate(raw)
+        source: dict[str, Any] = {}
+        try:
+            key, raw, topic, partition, offset, kafka_ts = value
+            source = {
+                "key": _text(key),
+                "raw": _text(raw),
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "kafka_timestamp": _epoch_ms(kafka_ts),
+            }
+            result = validate(raw, source["kafka_timestamp"], self.max_future_skew_ms)
+        except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
+            self._internal_errors.inc()
+            yield DLQ_TAG, dead_letter_row(Rejection(Reason.INTERNAL_ERROR, error_text(exc)),
+                                           source, received, stage=STAGE)
+            return
         if isinstance(result, Rejection):
-            yield DLQ_TAG, dead_letter(result, source, received)
+            yield DLQ_TAG, dead_letter_row(result, source, received)
             return
         yield {
             "source": source,

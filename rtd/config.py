@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from decisioning.transaction import DEFAULT_MAX_FUTURE_SKEW_MS
 from feature_views.definitions import ALL_VIEWS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +120,13 @@ class JobConfig(_Frozen):
     watermark_delay_ms: int = Field(
         default=max(v.watermark_delay_ms for v in ALL_VIEWS), ge=0)
     idleness_ms: int = Field(default=10_000, ge=0)
+    # Contract: an event more than this far ahead of its Kafka record's timestamp is a
+    # dead letter (event_time_in_future) and never moves a watermark.
+    max_future_skew_ms: int = Field(default=DEFAULT_MAX_FUTURE_SKEW_MS, ge=0)
+    # Source watermark alignment (flink_jobs/kafka_tables.py): a partition more than
+    # this far ahead of the slowest one is paused; 0 turns alignment off.
+    watermark_alignment_max_drift_ms: int = Field(default=30_000, ge=0)
+    watermark_alignment_update_ms: int = Field(default=200, ge=10)
     allowed_lateness_ms: int = Field(
         default=max(v.allowed_lateness_ms for v in ALL_VIEWS), ge=0)
     code_version: str = "0.1.0"

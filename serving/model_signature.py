@@ -32,8 +32,10 @@ def model_inputs(event: Mapping[str, Any], features: Mapping[str, float]) -> dic
             raise KeyError(f"feature {name!r} missing from the feature values")
         row[name] = float(features[name])
     row["amount"] = float(event["amount"])
-    channel = event["channel"]
-    if channel not in CHANNELS:
+    # Absent is a value of its own (contract: optional fields have a defined encoding):
+    # all channel inputs 0.0, which no present channel produces.
+    channel = event.get("channel")
+    if channel is not None and channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}, expected one of {CHANNELS}")
     for c, input_name in zip(CHANNELS, CHANNEL_INPUTS, strict=True):
         row[input_name] = 1.0 if channel == c else 0.0

@@ -21,13 +21,12 @@ from feature_views.definitions import FEATURE_NAMES
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.topology import build_topology
 from rtd.config import load_config
-from tests.builders import HOUR, MIN, SEC, T0, encode, txn
+from tests.builders import DAY, HOUR, MIN, SEC, T0, encode, txn
+from tests.pipeline.collection_source import collection_source
 from tests.reference_features import all_features
 
 pytestmark = pytest.mark.pipeline
 
-RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
 OUT_ROW = Types.ROW([Types.STRING(), Types.STRING(), Types.STRING()])
 
 
@@ -46,8 +45,15 @@ def scenario() -> tuple[list[dict], list[bytes]]:
     # out of order: arrives after a later event of the same card
     events.append(txn("ooo", 5.0, at=T0 + 30 * SEC, customer="carol"))
     events.append(txn("ooo", 6.0, at=T0 + 10 * SEC, customer="carol"))
+    # no channel: optional, so a valid event the model input encodes like any other
+    no_channel = txn("quiet", 7.0, at=T0 + 3 * MIN, customer="dave")
+    del no_channel["channel"]
+    events.append(no_channel)
     malformed = [b"{not json", encode({**txn("bad"), "amount": -1}),
-                 encode({**txn("bad"), "channel": "phone"})]
+                 encode({**txn("bad"), "channel": "phone"}),
+                 # far ahead of its record timestamp (T0): a dead letter, no watermark move
+                 encode(txn("future", at=T0 + 30 * DAY)),
+                 b'{"a":' * 3000 + b"1" + b"}" * 3000]
     return events, malformed
 
 
@@ -61,10 +67,10 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
     conf.set_string("python.executable", sys.executable)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)
-    rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, T0)
+    rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, T0 + DAY)
             for i, e in enumerate(events)]
     rows += [Row(b"bad", m, "transactions", 1, i, T0) for i, m in enumerate(malformed)]
-    raw = env.from_collection(rows, type_info=RAW_ROW)
+    raw = collection_source(env, rows)
     out = build_topology(raw, config, load_rules())
     tagged = out.decisions.map(lambda r: Row("decision", r[0], r[1].decode()), output_type=OUT_ROW).union(
         out.traces.map(lambda r: Row("trace", r[0], r[1].decode()), output_type=OUT_ROW),
@@ -79,7 +85,8 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
 
     assert sorted(decisions) == sorted(e["event_id"] for e in events)
     assert sorted(traces) == sorted(decisions)
-    assert sorted(d["reason"] for d in dead) == ["amount_out_of_range", "invalid_channel", "not_json"]
+    assert sorted(d["reason"] for d in dead) == [
+        "amount_out_of_range", "event_time_in_future", "invalid_channel", "not_json", "too_deep"]
     assert all(d["topic"] == "transactions" and d["partition"] == 1 for d in dead)
 
     expected = all_features(events)

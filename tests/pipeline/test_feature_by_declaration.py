@@ -15,11 +15,10 @@ from flink_jobs.decision_job import job_configuration
 from flink_jobs.topology import build_features, validate_events
 from rtd.config import load_config
 from tests.builders import HOUR, T0, encode, txn
+from tests.pipeline.collection_source import collection_source
 
 pytestmark = pytest.mark.pipeline
 
-RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
 
 
 def test_card_amount_max_24h_added_by_declaration_alone():
@@ -36,9 +35,9 @@ def test_card_amount_max_24h_added_by_declaration_alone():
     conf.set_string("python.executable", sys.executable)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)
-    rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, T0)
+    rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, None)
             for i, e in enumerate(events)]
-    validated, _ = validate_events(env.from_collection(rows, type_info=RAW_ROW))
+    validated, _ = validate_events(collection_source(env, rows), config)
     enriched = build_features(validated, config, views=(card_view, CUSTOMER_FEATURES))
     out = enriched.map(lambda r: (r["event"]["event_id"], r["features"]["card_amount_max_24h"]),
                        output_type=Types.TUPLE([Types.STRING(), Types.DOUBLE()]))

@@ -28,13 +28,12 @@ from rtd.replay.dataset import build_table
 from rtd.replay.labels import labels_as_of
 from rtd.replay.rows import row_columns
 from rtd.replay.verify import DIFFERING, compare, parse_traces
-from tests.builders import MIN, SEC, T0, encode, label, txn
+from tests.builders import DAY, MIN, SEC, T0, encode, label, txn
+from tests.pipeline.collection_source import collection_source
 from tests.reference_features import all_features
 
 pytestmark = pytest.mark.pipeline
 
-RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
 PARTITIONS = 2
 CONFIG = load_config(None, serving={"port": 1, "timeout_ms": 200},
                      flink={"parallelism": 1, "bundle_time_ms": 5})
@@ -67,7 +66,7 @@ def raw_rows(events: list[dict[str, Any]], malformed: list[bytes]) -> list[Row]:
     for key, value in [(e["card_id"].encode(), encode(e)) for e in events] + [
             (b"bad", m) for m in malformed]:
         p = partition_of(key)
-        rows.append(Row(key, value, "transactions", p, offsets[p], T0 + len(rows)))
+        rows.append(Row(key, value, "transactions", p, offsets[p], T0 + DAY + len(rows)))
         offsets[p] += 1
     return rows
 
@@ -82,7 +81,7 @@ def environment(conf: Any) -> StreamExecutionEnvironment:
 def replay(rows: list[Row], views=(CARD_FEATURES, CUSTOMER_FEATURES),
            rows_from: dict[int, int] | None = None) -> tuple[list[tuple], Counter[str]]:
     env = environment(replay_configuration(CONFIG, bundle_size=1000, bundle_time_ms=50))
-    raw = env.from_collection(rows, type_info=RAW_ROW)
+    raw = collection_source(env, rows)
     batches = build_replay(raw, CONFIG, views, rows_from or {}, batch_size=4)
     out: list[tuple] = []
     dead: Counter[str] = Counter()
@@ -133,7 +132,7 @@ def test_replay_rows_carry_the_reference_features_and_point_in_time_labels(repla
 def test_verify_finds_no_difference_to_live_traces_and_catches_a_changed_window(replayed):
     events, rows, (out, _) = replayed
     env = environment(job_configuration(CONFIG))
-    outputs = build_topology(env.from_collection(rows, type_info=RAW_ROW), CONFIG, load_rules())
+    outputs = build_topology(collection_source(env, rows), CONFIG, load_rules())
     traces = parse_traces(list(outputs.traces.map(lambda r: r[1].decode(),
                                                   output_type=Types.STRING())
                                .execute_and_collect()))

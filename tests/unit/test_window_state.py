@@ -122,3 +122,39 @@ def test_core_matches_reference_for_every_event_that_is_not_late(raw):
         features, late = got[e["event_id"]]
         if not late:
             assert features == expected[e["event_id"]], e
+
+
+def test_out_of_order_event_finds_its_predecessor_beyond_the_longest_window():
+    # c: T0, then T0+3h+10s, then T0+3h (10 s out of order: not late). The T0 entry is
+    # pruned by then (older than the 1 h history), yet it is T0+3h's predecessor.
+    events = [ev(0, "c", T0), ev(1, "c", T0 + 3 * HOUR + 10_000), ev(2, "c", T0 + 3 * HOUR)]
+    got = run_views(events)
+    expected = all_features(events)
+    assert not got["e2"][1]
+    assert got["e2"][0]["card_seconds_since_last_txn"] == 3 * 3600.0
+    assert got["e2"][0] == expected["e2"]
+
+
+gappy_events = st.lists(
+    st.tuples(
+        st.integers(0, 2),                                   # card
+        st.sampled_from([0, 0, 0, 20_000, 2 * HOUR, 26 * HOUR]),  # clock step
+        st.integers(0, 20_000),                              # lag: out of order, not late
+    ),
+    min_size=1, max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(gappy_events)
+def test_core_matches_reference_across_gaps_longer_than_every_window(raw):
+    events, clock = [], T0
+    for i, (card, step, lag) in enumerate(raw):
+        clock += step
+        events.append(ev(i, f"c{card}", clock - lag, customer="u"))
+    got = run_views(events)
+    expected = all_features(events)
+    for e in events:
+        features, late = got[e["event_id"]]
+        if not late:
+            assert features == expected[e["event_id"]], e

@@ -1,0 +1,66 @@
+"""A record that a stage cannot process becomes a dead letter, never a job restart.
+
+Contract: "A record that a later stage cannot process for any reason goes to
+`transactions-dlq` with reason `internal_error`, the stage and the error; it is counted
+in a metric. No record's content can make the job restart."
+
+Each stage catches what fails on one record and marks the record (``failure``: stage and
+error); later stages pass a marked record on untouched, and the decide stage turns it
+into the dead letter (operators/decide.py). So one side output carries every stage's
+failures to the dead-letter sink, and the record keeps its Kafka source for the letter.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from pyflink.common import Row
+
+from decisioning.transaction import Reason, Rejection
+
+FAILURE = "failure"
+DETAIL_LIMIT = 500
+_log = logging.getLogger(__name__)
+
+
+def error_text(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"[:DETAIL_LIMIT]
+    except Exception:  # noqa: BLE001 - an exception whose str() fails still has a type
+        return type(exc).__name__
+
+
+def mark_failed(value: dict[str, Any], stage: str, exc: BaseException) -> dict[str, Any]:
+    """``value`` marked as failed at ``stage``; logged once, here, with the traceback."""
+    _log.warning("record failed at stage %s", stage, exc_info=exc)
+    value[FAILURE] = {"stage": stage, "error": error_text(exc)}
+    return value
+
+
+def has_failed(value: dict[str, Any]) -> bool:
+    return FAILURE in value
+
+
+def dead_letter_row(rejection: Rejection, source: dict[str, Any], seen_at: int,
+                    stage: str = "validate") -> Row:
+    """The dead-letter record: (original key, JSON value). ``stage``: where it was
+    rejected (validation, or the stage an internal error happened in)."""
+    doc = {
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "stage": stage,
+        "raw": source.get("raw"),
+        "topic": source.get("topic"),
+        "partition": source.get("partition"),
+        "offset": source.get("offset"),
+        "seen_at": seen_at,
+    }
+    return Row(source.get("key"), orjson.dumps(doc))
+
+
+def internal_error_row(value: dict[str, Any], seen_at: int) -> Row:
+    failure = value[FAILURE]
+    return dead_letter_row(Rejection(Reason.INTERNAL_ERROR, failure["error"]),
+                           value.get("source", {}), seen_at, stage=failure["stage"])

@@ -1,0 +1,43 @@
+"""Collections as the job's raw input, with the watermarks the Kafka source would give.
+
+In the job, watermarks are generated inside the Kafka source, per partition, from the
+row time its DDL computes (flink_jobs/event_time_sql.py). A collection is one ordered
+stream, i.e. one partition: this assigner applies the same rule to it (event time of a
+value that has one, within the future skew of its record timestamp; otherwise the epoch,
+which never moves the watermark) so pipeline tests see lateness and expiry as the job
+does. Only tests use a Python assigner; the job has none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pyflink.common import Duration, Row, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+
+from decisioning.transaction import DEFAULT_MAX_FUTURE_SKEW_MS, Rejection, validate
+from tests.builders import encode
+
+RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
+
+
+class PayloadEventTime(TimestampAssigner):
+    def extract_timestamp(self, value: Row, record_timestamp: int) -> int:
+        result = validate(value[1], value[5], DEFAULT_MAX_FUTURE_SKEW_MS)
+        return 0 if isinstance(result, Rejection) else int(result["event_time"])
+
+
+def raw_rows(events: Iterable[dict[str, Any]], partition: int = 0, first_offset: int = 0,
+             record_time: int | None = None) -> list[Row]:
+    return [Row(e["card_id"].encode(), encode(e), "transactions", partition, first_offset + i,
+                record_time) for i, e in enumerate(events)]
+
+
+def collection_source(env: StreamExecutionEnvironment, rows: list[Row],
+                      delay_ms: int = 5_000) -> DataStream:
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(delay_ms)) \
+        .with_timestamp_assigner(PayloadEventTime())
+    return env.from_collection(rows, type_info=RAW_ROW).assign_timestamps_and_watermarks(strategy)
