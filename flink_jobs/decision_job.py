@@ -21,7 +21,12 @@ from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from decisioning.rules import load_rules
-from flink_jobs.kafka_tables import SINK_TABLES, register_kafka_tables, source_stream
+from flink_jobs.kafka_tables import (
+    SINK_TABLES,
+    register_kafka_tables,
+    source_stream,
+    with_topic_partitions,
+)
 from flink_jobs.topology import build_topology
 from operators.lanes import MAX_PARALLELISM
 from rtd.config import RtdConfig, load_config
@@ -66,6 +71,7 @@ def create_environments(config: RtdConfig) -> tuple[StreamExecutionEnvironment,
 
 
 def run(config: RtdConfig) -> None:
+    config = with_topic_partitions(config)
     rules = load_rules(config.path(config.rules_file) if config.rules_file else None)
     env, t_env = create_environments(config)
     register_kafka_tables(t_env, config)

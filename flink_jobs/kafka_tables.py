@@ -97,6 +97,7 @@ CREATE TEMPORARY TABLE {SOURCE_TABLE} (
   'properties.bootstrap.servers' = '{_quote(kafka.bootstrap_servers)}',
   'properties.group.id' = '{_quote(kafka.consumer_group)}',
   'properties.isolation.level' = 'read_committed',
+  'properties.max.partition.fetch.bytes' = '{kafka.source_max_partition_fetch_bytes}',
   {_STARTUP[startup or config.job.start_from]},
   'key.format' = 'raw',
   'key.fields' = 'k',
@@ -135,6 +136,26 @@ def register_kafka_tables(t_env: StreamTableEnvironment, config: RtdConfig) -> N
     t_env.execute_sql(sink_ddl(config, SINK_TABLES["traces"], topics.traces,
                                f"{name}-traces"))
     t_env.execute_sql(sink_ddl(config, SINK_TABLES["dlq"], topics.dlq, f"{name}-dlq"))
+
+
+def with_topic_partitions(config: RtdConfig) -> RtdConfig:
+    """``config`` with ``kafka.partitions`` set to the transactions topic's actual
+    partition count, which the feature operators' partition gate needs
+    (operators/keyed_features.py); the configured count if the broker cannot tell."""
+    from confluent_kafka.admin import AdminClient
+
+    topic = config.kafka.topics.transactions
+    try:
+        admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+        found = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+    except Exception as exc:  # noqa: BLE001 - fall back to the configured count
+        print(f"partition count of {topic} unknown ({exc}); using kafka.partitions = "
+              f"{config.kafka.partitions}")
+        return config
+    if found < 1:
+        return config
+    kafka = config.kafka.model_copy(update={"partitions": found})
+    return config.model_copy(update={"kafka": kafka})
 
 
 def source_stream(t_env: StreamTableEnvironment) -> DataStream:

@@ -72,17 +72,20 @@ def build_features(
     job = config.job
     records = Types.PICKLED_BYTE_ARRAY()
     shards = job.state_shards
+    partitions = config.kafka.partitions
     card_key, customer_key = card_view.entity_key, customer_view.entity_key
     card = validated.key_by(lambda r: shard_of(r["event"][card_key], shards), key_type=Types.INT()) \
         .process(FeatureViewFunction(card_view, job.allowed_lateness_ms,
-                                     stage="card_features", flags_late=True),
+                                     stage="card_features", flags_late=True,
+                                     partitions=partitions, idleness_ms=job.idleness_ms),
                  output_type=records) \
         .uid("card-features").name("Card features")
 
     return card.key_by(lambda r: shard_of(r["event"][customer_key], shards),
                        key_type=Types.INT()) \
         .process(FeatureViewFunction(customer_view, job.allowed_lateness_ms,
-                                     stage="customer_features", flags_late=False),
+                                     stage="customer_features", flags_late=False,
+                                     partitions=partitions, idleness_ms=job.idleness_ms),
                  output_type=records) \
         .uid("customer-features").name("Customer features")
 

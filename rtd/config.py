@@ -46,6 +46,12 @@ class KafkaConfig(_Frozen):
     # Compression of the job's output records (decisions, traces, dead letters). Traces
     # are ~5 KB of repetitive JSON; consumers decompress transparently.
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    # The job's source fetches at most this much per partition at a time (Kafka's
+    # max.partition.fetch.bytes, default 1 MiB). The source emits a fetch one partition
+    # after the other, so in a backlog this sets how much of one partition is read
+    # before the next (flink_jobs/kafka_tables.py); Kafka still returns at least one
+    # whole record batch.
+    source_max_partition_fetch_bytes: int = Field(default=65_536, ge=1_024)
     heap: str = "768m"
 
 

@@ -86,6 +86,10 @@ def print_verify(console: Console, report: VerifyReport, strict: bool, limit: in
         console.print(detail)
         if len(diffs) > limit:
             console.print(f"... and {len(diffs) - limit:,} more {category} events")
+    if report.compared == 0:
+        console.print("[red]verify compared 0 events[/red]: no replayed event has a committed "
+                      "live trace. Replay a range the live job has decided (see --help for the "
+                      "range options), and check that `decision-traces` is the live job's.")
     verdict = "[green]OK[/green]" if report.ok(strict) else "[red]FAILED[/red]"
     console.print(f"verify {verdict} (strict={strict})")
 

@@ -58,6 +58,11 @@ class ResolvedRange:
     def warmup_records(self) -> int:
         return sum(self.rows_from[p] - self.read_from[p] for p in self.read_to)
 
+    @property
+    def partitions_with_records(self) -> int:
+        """Partitions the bounded source will read from (the others end at once)."""
+        return sum(1 for p in self.read_to if self.read_to[p] > self.read_from[p])
+
     def source_options(self) -> dict[str, str]:
         """Kafka table connector options for exactly [read_from, read_to)."""
         return {

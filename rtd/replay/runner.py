@@ -126,6 +126,10 @@ def collect_rows(config: RtdConfig, settings: ReplaySettings, resolved: Resolved
         kafka_replay_source,
     )
 
+    # The feature operators' partition gate waits for a record of each partition read.
+    kafka = config.kafka.model_copy(
+        update={"partitions": max(1, resolved.partitions_with_records)})
+    config = config.model_copy(update={"kafka": kafka})
     _env, t_env = create_replay_environment(
         config, parallelism=settings.parallelism, bundle_size=settings.bundle_size,
         bundle_time_ms=settings.bundle_time_ms, connector_jars=connector_jars(config),

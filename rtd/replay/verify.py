@@ -80,6 +80,9 @@ class VerifyReport:
         return [d for d in self.diffs if d.category == category]
 
     def ok(self, strict: bool = False) -> bool:
+        """Passes only on evidence: a verify that compared no event proves nothing."""
+        if self.compared == 0:
+            return False
         failing = {DIFFERING} | ({ORDER_DEPENDENT, LATE} if strict else set())
         return not self.definition_mismatches and not any(
             d.category in failing for d in self.diffs)

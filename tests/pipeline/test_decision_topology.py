@@ -57,16 +57,17 @@ def scenario() -> tuple[list[dict], list[bytes]]:
     return events, malformed
 
 
-@pytest.mark.parametrize("mode", ["thread", "process"])
-def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mode):
+@pytest.mark.parametrize("mode, parallelism", [("thread", 1), ("process", 1), ("thread", 2)])
+def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mode,
+                                                                      parallelism):
     events, malformed = scenario()
     config = load_config(None, serving={"port": 1, "timeout_ms": 200},
-                         flink={"parallelism": 1, "bundle_time_ms": 5},
-                         job={"execution_mode": mode})
+                         flink={"parallelism": parallelism, "bundle_time_ms": 5},
+                         job={"execution_mode": mode}, kafka={"partitions": 1})
     conf = job_configuration(config)
     conf.set_string("python.executable", sys.executable)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    env.set_parallelism(1)
+    env.set_parallelism(parallelism)
     rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, T0 + DAY)
             for i, e in enumerate(events)]
     rows += [Row(b"bad", m, "transactions", 1, i, T0) for i, m in enumerate(malformed)]

@@ -30,7 +30,8 @@ def test_card_amount_max_24h_added_by_declaration_alone():
     )
     events = [txn("c", 30.0, at=T0), txn("c", 700.0, at=T0 + HOUR),
               txn("c", 5.0, at=T0 + 2 * HOUR), txn("c", 1.0, at=T0 + DAY_MS + HOUR)]
-    config = load_config(None, flink={"parallelism": 1, "bundle_time_ms": 5})
+    config = load_config(None, flink={"parallelism": 1, "bundle_time_ms": 5},
+                         kafka={"partitions": 1})
     conf = job_configuration(config)
     conf.set_string("python.executable", sys.executable)
     env = StreamExecutionEnvironment.get_execution_environment(conf)

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.pipeline
 
 PARTITIONS = 2
 CONFIG = load_config(None, serving={"port": 1, "timeout_ms": 200},
-                     flink={"parallelism": 1, "bundle_time_ms": 5})
+                     flink={"parallelism": 1, "bundle_time_ms": 5},
+                     kafka={"partitions": PARTITIONS})
 
 
 def history() -> tuple[list[dict[str, Any]], list[bytes]]:

@@ -119,3 +119,10 @@ def test_definition_changes_are_named():
     lines = check_definitions((changed, CUSTOMER_FEATURES), traces.values())
     assert lines == ["card_txn_count_1h: window_ms 3600000 (live) vs 7200000 (replay)"]
     assert check_definitions(ALL_VIEWS, traces.values()) == []
+
+
+def test_a_verify_that_compared_no_event_fails():
+    _, rows = live_and_replay()
+    report = compare(rows, {}, ALL_VIEWS)
+    assert (report.compared, report.no_live_trace) == (0, len(rows))
+    assert not report.ok() and not report.ok(strict=True)
