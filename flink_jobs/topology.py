@@ -77,7 +77,8 @@ def build_features(
     card = validated.key_by(lambda r: shard_of(r["event"][card_key], shards), key_type=Types.INT()) \
         .process(FeatureViewFunction(card_view, job.allowed_lateness_ms,
                                      stage="card_features", flags_late=True,
-                                     partitions=partitions, idleness_ms=job.idleness_ms),
+                                     partitions=partitions, delay_ms=job.watermark_delay_ms,
+                                     idleness_ms=job.idleness_ms),
                  output_type=records) \
         .uid("card-features").name("Card features")
 
@@ -85,7 +86,8 @@ def build_features(
                        key_type=Types.INT()) \
         .process(FeatureViewFunction(customer_view, job.allowed_lateness_ms,
                                      stage="customer_features", flags_late=False,
-                                     partitions=partitions, idleness_ms=job.idleness_ms),
+                                     partitions=partitions, delay_ms=job.watermark_delay_ms,
+                                     idleness_ms=job.idleness_ms),
                  output_type=records) \
         .uid("customer-features").name("Customer features")
 

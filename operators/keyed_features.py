@@ -15,7 +15,6 @@ this subtask owns, bounded by the event-time expiry below.
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -29,9 +28,9 @@ from feature_views.window_state import State, ViewComputer, empty_state
 from operators.clock import now_ms
 from operators.failures import has_failed, mark_failed
 from operators.metric_values import PublishedValue, Throttle
+from operators.shard_watermarks import NO_WATERMARK, PartitionGate, ShardWatermarks
 from operators.state_ttl import safety_ttl
 
-NO_WATERMARK = -(2**63)
 # Expiry timers are rounded up to this granularity: one timer per shard and minute.
 TIMER_GRANULARITY_MS = MINUTE_MS
 # Processing-time TTL only as a memory safety net: expiry proper is on event time.
@@ -42,16 +41,11 @@ def shard_of(entity_key: str, shards: int) -> int:
     return zlib.crc32(entity_key.encode("utf-8")) % shards
 
 
-# The watermark a shard has seen, kept in its state so that a restore resumes from it:
-# Flink does not checkpoint watermarks, and until every partition has emitted one again
-# a restored job's watermark is far behind (late events would go unflagged). It stays a
-# valid lower bound: the contract's watermark only grows with the partitions' history.
-# Saved only when it moved this much, so a steady stream writes it rarely.
-WATERMARK_SAVE_STEP_MS = 1_000
-
-
-def watermark_descriptor(view: FeatureView) -> ValueStateDescriptor:
-    return ValueStateDescriptor(f"{view.name}-v{view.version}-watermark", Types.LONG())
+def progress_descriptor(view: FeatureView) -> ValueStateDescriptor:
+    """Per shard: the highest event time processed from each partition
+    (operators/shard_watermarks.py)."""
+    return ValueStateDescriptor(f"{view.name}-v{view.version}-partition-progress",
+                                Types.PICKLED_BYTE_ARRAY())
 
 
 def state_descriptor(view: FeatureView) -> MapStateDescriptor:
@@ -66,53 +60,25 @@ def state_descriptor(view: FeatureView) -> MapStateDescriptor:
     return descriptor
 
 
-class PartitionGate:
-    """Whether the source's watermark covers every partition yet, since (re)start.
-
-    Flink's Kafka source registers a partition's watermark output only when it first
-    emits a record of that partition, so until every partition has delivered one, its
-    watermark is the minimum over those that have (measured: after a backlog fetch, the
-    last partition's records all found a watermark hours ahead). The gate stays shut
-    until a record of each of the topic's partitions has come by, or the idleness
-    timeout has passed since (re)start (a partition without data drops out, as in the
-    contract); while shut the operator uses only the watermark saved in its state.
-    """
-
-    def __init__(self, partitions: int, idleness_ms: int) -> None:
-        self.partitions = partitions
-        self.idleness_s = idleness_ms / 1000.0
-        self._seen: set[int] = set()
-        self._opened_at = time.monotonic()
-        self.open = False
-
-    def passes(self, partition: int) -> bool:
-        if self.open:
-            return True
-        self._seen.add(partition)
-        if len(self._seen) >= self.partitions or (
-                self.idleness_s > 0 and time.monotonic() - self._opened_at >= self.idleness_s):
-            self.open = True
-        return self.open
-
-
 class FeatureViewFunction(KeyedProcessFunction):
     """Computes ``view``'s features for each record; keyed by ``shard_of(entity key)``.
 
     ``flags_late``: this operator (the first keyed one) decides whether the event is
-    late, i.e. behind the watermark by more than the allowed lateness. ``partitions``
-    and ``idleness_ms``: the source topic's partition count and idleness timeout, for
-    the ``PartitionGate``.
+    late, i.e. behind the watermark by more than the allowed lateness. ``partitions``,
+    ``delay_ms`` and ``idleness_ms``: the source topic's partition count, the watermark
+    delay and the idleness timeout (operators/shard_watermarks.py).
     """
 
     def __init__(
         self, view: FeatureView, allowed_lateness_ms: int, stage: str, flags_late: bool,
-        partitions: int = 1, idleness_ms: int = 0,
+        partitions: int = 1, delay_ms: int = 0, idleness_ms: int = 0,
     ) -> None:
         self.view = view
         self.allowed_lateness_ms = allowed_lateness_ms
         self.stage = stage
         self.flags_late = flags_late
         self.partitions = partitions
+        self.delay_ms = delay_ms
         self.idleness_ms = idleness_ms
         self._computer: ViewComputer | None = None
         self._map: Any = None
@@ -121,9 +87,9 @@ class FeatureViewFunction(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         self._computer = ViewComputer(self.view)
         self._map = runtime_context.get_map_state(state_descriptor(self.view))
-        self._saved_watermark = runtime_context.get_state(watermark_descriptor(self.view))
-        # shard -> (watermark seen, the value last saved to its state)
-        self._watermarks: dict[int, tuple[int, int]] = {}
+        self._watermarks = ShardWatermarks(
+            self.partitions, self.delay_ms,
+            runtime_context.get_state(progress_descriptor(self.view)))
         self._shards = {}
         self._gate = PartitionGate(self.partitions, self.idleness_ms)
         # Per shard, the latest expiry timer set since (re)start; after a restore the
@@ -136,23 +102,6 @@ class FeatureViewFunction(KeyedProcessFunction):
         # Pushed, not a gauge: operators/metric_values.py.
         self._entities_in_memory = PublishedValue(group, "entities_in_memory")
         self._publish = Throttle(1.0)
-
-    def _watermark(self, shard: int, current: int) -> int:
-        """The shard's watermark: Flink's, or the one saved before a restore if higher."""
-        known = self._watermarks.get(shard)
-        if known is None:
-            saved = self._saved_watermark.value()
-            known = (NO_WATERMARK, NO_WATERMARK) if saved is None else (int(saved), int(saved))
-        seen, saved_at = known
-        if current > seen:
-            seen = current
-            if seen - saved_at >= WATERMARK_SAVE_STEP_MS:
-                self._saved_watermark.update(seen)
-                saved_at = seen
-            self._watermarks[shard] = (seen, saved_at)
-        elif shard not in self._watermarks:
-            self._watermarks[shard] = known
-        return seen
 
     def _shard(self, shard: int) -> dict[str, State]:
         entities = self._shards.get(shard)
@@ -180,9 +129,10 @@ class FeatureViewFunction(KeyedProcessFunction):
         entities = self._shard(shard)
         event = value["event"]
         key = event[self.view.entity_key]
-        current = ctx.timer_service().current_watermark() \
-            if self._gate.passes(value["source"]["partition"]) else NO_WATERMARK
-        watermark = self._watermark(shard, current)
+        partition = value["source"]["partition"]
+        flink = ctx.timer_service().current_watermark() \
+            if self._gate.passes(partition) else NO_WATERMARK
+        watermark = self._watermarks.watermark(shard, flink)
         state = entities.get(key)
         if state is None:
             state = entities[key] = empty_state()
@@ -194,6 +144,7 @@ class FeatureViewFunction(KeyedProcessFunction):
             self._late_counter.inc()
         value["features"].update(computer.apply(state, event))
         self._map.put(key, state)
+        self._watermarks.observe(shard, partition, t)
         # One expiry timer per shard and minute, registered only when it moves past the
         # shard's latest one (a registration per record was 6% of a process-mode
         # profile): a later timer also sweeps what an earlier one would have. A late

@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from operators.keyed_features import shard_of
 from rtd.stack.flink_cluster import FlinkCluster
 from tests.builders import HOUR, MIN, SEC, txn
 from tests.integration.model_drills import produce, running_job, wait_decided
@@ -105,24 +106,44 @@ def reference_late(traces: dict[str, dict[str, Any]]) -> set[str]:
 
 
 def certainly_late(traces: dict[str, dict[str, Any]], partitions: int,
-                   margin_ms: int = 400) -> set[str]:
-    """Events behind the job's watermark by more than the allowed lateness whatever the
-    interleaving: before each, every partition had passed the source ``margin_ms``
-    earlier (longer than the 200 ms periodic watermark interval) with an event far enough
-    ahead. The source's order shows in each trace's ``received`` time (validation,
-    right after the source)."""
+                   restarted_at: int = 0, shards: int = 32) -> set[str]:
+    """Events the job must flag late: behind a watermark it certainly had by more than
+    the allowed lateness. It works with the higher of two lower bounds
+    (operators/shard_watermarks.py), and so does this:
+
+    - Flink's, from records that passed the source since the (re)start at least 400 ms
+      before (the watermark is emitted every 200 ms), once each partition had one;
+    - the card shard's own, from the events of its cards processed before, across the
+      restart too (kept in state, saved in steps of up to a second).
+
+    The source's order shows in each trace's ``received`` time (validation, right after
+    the source)."""
     by_arrival = sorted(traces.values(), key=lambda t: t["timings"]["received"])
-    newest: dict[int, int] = {}
-    out, i = set(), 0
+    since_start: dict[int, int] = {}
+    by_shard: dict[int, dict[int, int]] = defaultdict(dict)
+    out, i, j = set(), 0, 0
     for trace in by_arrival:
-        cutoff = trace["timings"]["received"] - margin_ms
-        while i < len(by_arrival) and by_arrival[i]["timings"]["received"] < cutoff:
+        received = trace["timings"]["received"]
+        while i < len(by_arrival) and by_arrival[i]["timings"]["received"] < received - 400:
             other = by_arrival[i]
-            p = other["input"]["partition"]
-            newest[p] = max(newest.get(p, other["event_time"]), other["event_time"])
+            if other["timings"]["received"] > restarted_at:
+                p = other["input"]["partition"]
+                since_start[p] = max(since_start.get(p, other["event_time"]),
+                                     other["event_time"])
             i += 1
-        if len(newest) == partitions and \
-                trace["event_time"] < min(newest.values()) - DELAY - LATENESS:
+        while j < len(by_arrival) and by_arrival[j]["timings"]["received"] < received:
+            other = by_arrival[j]
+            latest = by_shard[shard_of(other["input"]["event"]["card_id"], shards)]
+            p = other["input"]["partition"]
+            latest[p] = max(latest.get(p, other["event_time"]), other["event_time"])
+            j += 1
+        bounds = []
+        if len(since_start) == partitions:
+            bounds.append(min(since_start.values()) - DELAY)
+        mine = by_shard[shard_of(trace["input"]["event"]["card_id"], shards)]
+        if len(mine) == partitions:
+            bounds.append(min(mine.values()) - DELAY - SEC)
+        if bounds and trace["event_time"] < max(bounds) - LATENESS:
             out.add(trace["event_id"])
     return out
 
@@ -152,7 +173,8 @@ def customer_bounds(trace: dict[str, Any], by_customer: dict[str, list[dict[str,
     return {name: (low[name], high[name]) for name in CUSTOMER_WINDOWS}
 
 
-def kill_taskmanager_when(config: Any, committed_at_least: int, event_ids: list[str]) -> None:
+def kill_taskmanager_when(config: Any, committed_at_least: int, event_ids: list[str]) -> int:
+    """Kill -9 the TaskManager once enough is committed; the epoch ms of the restart."""
     from rtd.topic_reader import read_all
 
     deadline = time.monotonic() + 180
@@ -167,7 +189,9 @@ def kill_taskmanager_when(config: Any, committed_at_least: int, event_ids: list[
     for pid in cluster._pids("taskexecutor"):
         os.kill(pid, signal.SIGKILL)
     time.sleep(2)
+    restarted_at = int(time.time() * 1000)
     cluster.start()
+    return restarted_at
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["steady", "taskmanager-killed"])
@@ -181,8 +205,9 @@ def test_backlog_then_live_on_four_partitions_gives_reference_features(local_sta
     with running_job(run_id, kafka={"partitions": 4}) as config:
         assert config.kafka.partitions == 4
         produce(config, backlog)
+        restarted_at = 0
         if kill:
-            kill_taskmanager_when(config, 1200, [e["event_id"] for e in backlog])
+            restarted_at = kill_taskmanager_when(config, 1200, [e["event_id"] for e in backlog])
         decided = wait_decided(config, [e["event_id"] for e in backlog], timeout_s=300)
         live_start = int(time.time() * 1000)
         # live: produced at the pace of its clock, so event time follows the wall clock
@@ -199,7 +224,7 @@ def test_backlog_then_live_on_four_partitions_gives_reference_features(local_sta
     planted = late_backlog | late_live
     flagged = {e for e, t in traces.items() if t["late"]}
     assert reference_late(traces) == planted
-    must = certainly_late(traces, 4)
+    must = certainly_late(traces, 4, restarted_at)
     assert must <= flagged <= planted, (sorted(must - flagged), sorted(flagged - planted))
     assert late_live <= must
     assert all(decided[e].decision["late"] == (e in flagged) for e in traces)

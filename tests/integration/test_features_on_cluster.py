@@ -1,55 +1,64 @@
-"""Every feature of every decision made on the real Flink cluster, checked against the
-independent reference (tests/reference_features.py).
+"""Every feature of every decision the real cluster made for the simulator's stream on 4
+partitions, against the independent reference (tests/reference_features.py).
 
-One partition, so the order in which the job processes events is the topic's order for
-every key (with several partitions a customer's cards may interleave differently from
-any order the test could know). Late events are skipped: they are decided "with the
-state they find", which the reference does not model.
+The simulator's stream has what production streams have: RFC 3339 string times, events
+out of order within the 5 s bound, late events, malformed records. It is written as fast
+as the producer can (a backlog) starting an hour back. Judged with the bounds of
+test_event_time_on_partitions: card features exactly, customer features between the
+events certainly and possibly processed before, late flags between what the job had to
+flag and what any partition's own history allows.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections import defaultdict
+from typing import Any
 
 import pytest
 
-from rtd.job_submission import submit
 from rtd.simulator.producer import run_simulation
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.topic_reader import read_all
-from tests.conftest import stack_config_for
-from tests.reference_features import all_features
+from tests.integration.model_drills import running_job, wait_decided
+from tests.integration.test_event_time_on_partitions import (
+    CARD_FEATURES,
+    certainly_late,
+    customer_bounds,
+    processing_order,
+    reference_late,
+)
+from tests.reference_features import HOUR, all_features
 
 pytestmark = pytest.mark.integration
 
 
-def test_every_feature_of_every_decision_matches_the_reference(local_stack, run_id):
-    config = stack_config_for(run_id, kafka={"partitions": 1})
-    KafkaBroker(config).create_topics()
-    summary = run_simulation(config, count=1500, rate=None, seed=11, malformed_share=0.0,
-                             progress=False)
-    job_id = submit(config)
-    try:
-        deadline = time.monotonic() + 180
-        traces = []
-        while time.monotonic() < deadline:
-            traces = read_all(config, config.kafka.topics.traces)
-            if len(traces) >= len(summary.valid_event_ids):
-                break
-            time.sleep(2)
-    finally:
-        FlinkCluster(config).cancel(job_id)
+def test_simulated_stream_on_four_partitions_matches_the_reference(local_stack, run_id):
+    with running_job(run_id, kafka={"partitions": 4}) as config:
+        summary = run_simulation(config, count=3000, rate=None, seed=11,
+                                 start_time_ms=int(time.time() * 1000) - HOUR,
+                                 malformed_share=0.01, progress=False)
+        decided = wait_decided(config, summary.valid_event_ids, timeout_s=240)
 
-    docs = sorted((json.loads(r.value) for r in traces), key=lambda t: t["input"]["offset"])
-    assert len(docs) == len(summary.valid_event_ids)
-    expected = all_features([t["input"]["event"] for t in docs])
+    traces = {event_id: d.trace for event_id, d in decided.items()}
+    assert {t["input"]["partition"] for t in traces.values()} == {0, 1, 2, 3}
+    strings = sum(1 for t in traces.values() if '"event_time":"' in t["input"]["raw"])
+    assert strings > 50, "the stream must carry RFC 3339 event times"
+    flagged = {e for e, t in traces.items() if t["late"]}
+    allowed = reference_late(traces)
+    assert certainly_late(traces, 4) <= flagged <= allowed
+    assert flagged, "the simulator's late events must be flagged"
+
+    expected = all_features(processing_order(traces))
+    by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in traces.values():
+        by_customer[t["input"]["event"]["customer_id"]].append(t)
     checked = 0
-    for trace in docs:
+    for event_id, trace in traces.items():
         if trace["late"]:
             continue
         got = {f["name"]: f["value"] for f in trace["features"]}
-        assert got == expected[trace["event_id"]], trace["event_id"]
+        assert {n: got[n] for n in CARD_FEATURES} == \
+            {n: expected[event_id][n] for n in CARD_FEATURES}, event_id
+        for name, (low, high) in customer_bounds(trace, by_customer).items():
+            assert low <= got[name] <= high, (event_id, name, low, got[name], high)
         checked += 1
-    assert checked >= 0.95 * len(docs)
+    assert checked >= 0.95 * len(traces)
