@@ -61,3 +61,13 @@ def all_features(processed: list[dict[str, Any]]) -> dict[str, dict[str, float]]
         customers = [x for x in before if x["customer_id"] == e["customer_id"]]
         out[e["event_id"]] = {**card_features(cards, e), **customer_features(customers, e)}
     return out
+
+
+def customer_bounds(certain: list[dict[str, Any]], possible: list[dict[str, Any]],
+                    e: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Bounds of e's customer features when the order across some of the customer's
+    events is not known: ``certain`` were processed before e, ``possible`` may have been
+    (either way). Every such feature only grows with the events counted."""
+    low = customer_features(certain, e)
+    high = customer_features(certain + possible, e)
+    return {name: (low[name], high[name]) for name in low}

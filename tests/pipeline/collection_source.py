@@ -6,6 +6,10 @@ stream, i.e. one partition: this assigner applies the same rule to it (event tim
 value that has one, within the future skew of its record timestamp; otherwise the epoch,
 which never moves the watermark) so pipeline tests see lateness and expiry as the job
 does. Only tests use a Python assigner; the job has none.
+
+As in the job, where each Kafka partition is read by one source subtask and validation
+is chained to it, each partition's rows stay on one channel: a collection source has
+parallelism 1, and a rebalance to parallel operators would reorder a card's events.
 """
 
 from __future__ import annotations
@@ -40,4 +44,8 @@ def collection_source(env: StreamExecutionEnvironment, rows: list[Row],
                       delay_ms: int = 5_000) -> DataStream:
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(delay_ms)) \
         .with_timestamp_assigner(PayloadEventTime())
-    return env.from_collection(rows, type_info=RAW_ROW).assign_timestamps_and_watermarks(strategy)
+    stream = env.from_collection(rows, type_info=RAW_ROW)
+    if env.get_parallelism() > 1:
+        stream = stream.key_by(lambda r: r[3], key_type=Types.INT()) \
+            .map(lambda r: r, output_type=RAW_ROW)
+    return stream.assign_timestamps_and_watermarks(strategy)

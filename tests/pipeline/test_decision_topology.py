@@ -23,7 +23,7 @@ from flink_jobs.topology import build_topology
 from rtd.config import load_config
 from tests.builders import DAY, HOUR, MIN, SEC, T0, encode, txn
 from tests.pipeline.collection_source import collection_source
-from tests.reference_features import all_features
+from tests.reference_features import all_features, customer_bounds
 
 pytestmark = pytest.mark.pipeline
 
@@ -95,7 +95,20 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
         decision = decisions[event_id]
         assert is_complete(trace, FEATURE_NAMES)
         got = {f["name"]: f["value"] for f in trace["features"]}
-        assert got == expected[event_id], event_id
+        if parallelism == 1:
+            assert got == expected[event_id], event_id
+        else:
+            # A customer's cards reach its operator over several channels, in an order
+            # nobody records: card features exact, customer features within bounds.
+            card = {n: v for n, v in expected[event_id].items() if n.startswith("card_")}
+            assert {n: got[n] for n in card} == card, event_id
+            e = trace["input"]["event"]
+            mine = [x for x in events if x["customer_id"] == e["customer_id"]]
+            before = mine[:mine.index(next(x for x in mine if x["event_id"] == event_id))]
+            certain = [x for x in before if x["card_id"] == e["card_id"]]
+            possible = [x for x in mine if x["card_id"] != e["card_id"]]
+            for name, (low, high) in customer_bounds(certain, possible, e).items():
+                assert low <= got[name] <= high, (event_id, name)
         assert decision["path"] == "RULES_ONLY" and decision["fallback_reason"] == "unavailable"
         # the outcome follows from what the trace recorded
         replayed = decide(trace["input"]["event"], trace["rules"],
