@@ -10,9 +10,10 @@ from rtd.stack.processes import ManagedProcess, StackError, wait_until
 
 
 class AuditServiceProcess:
-    def __init__(self, config: RtdConfig) -> None:
+    def __init__(self, config: RtdConfig, name: str = "audit") -> None:
+        # ``name``: pid, log and config files, so that instances can run side by side.
         self.config = config
-        self.process = ManagedProcess("audit", config.stack_path / "run",
+        self.process = ManagedProcess(name, config.stack_path / "run",
                                       config.stack_path / "logs")
 
     def running(self) -> bool:
@@ -21,7 +22,7 @@ class AuditServiceProcess:
     def start(self) -> bool:
         if self.running():
             return False
-        config_file = self.config.stack_path / "run" / "audit-config.json"
+        config_file = self.config.stack_path / "run" / f"{self.process.name}-config.json"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         # The service reads the very config the stack was started with, topics included.
         config_file.write_text(self.config.to_json())
