@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from decisioning.trace import STAGES, is_complete
 from feature_views.definitions import FEATURE_NAMES
+
+T = TypeVar("T")
 
 
 class UnknownSchemaVersion(ValueError):
@@ -83,14 +85,19 @@ def _read_trace_v1(trace: Mapping[str, Any]) -> AuditRow:
 TRACE_READERS: dict[int, Callable[[Mapping[str, Any]], AuditRow]] = {1: _read_trace_v1}
 
 
-def read_trace(trace: Mapping[str, Any]) -> AuditRow:
-    version = int(trace.get("schema_version", 1))
-    reader = TRACE_READERS.get(version)
+def _reader(readers: Mapping[int, Callable[[Mapping[str, Any]], T]], kind: str,
+               record: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], T]:
+    version = int(record.get("schema_version", 1))
+    reader = readers.get(version)
     if reader is None:
         raise UnknownSchemaVersion(
-            f"trace {trace.get('decision_id')!r} has schema_version {version}; this audit "
-            f"service reads {sorted(TRACE_READERS)}: upgrade it and restart")
-    return reader(trace)
+            f"{kind} {record.get('decision_id')!r} has schema_version {version}; this audit "
+            f"service reads {sorted(readers)}: upgrade it and restart")
+    return reader
+
+
+def read_trace(trace: Mapping[str, Any]) -> AuditRow:
+    return _reader(TRACE_READERS, "trace", trace)(trace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +120,4 @@ DECISION_READERS: dict[int, Callable[[Mapping[str, Any]], DecisionRef]] = {
 
 
 def read_decision(decision: Mapping[str, Any]) -> DecisionRef:
-    version = int(decision.get("schema_version", 1))
-    reader = DECISION_READERS.get(version)
-    if reader is None:
-        raise UnknownSchemaVersion(
-            f"decision {decision.get('decision_id')!r} has schema_version {version}; this "
-            f"audit service reads {sorted(DECISION_READERS)}: upgrade it and restart")
-    return reader(decision)
+    return _reader(DECISION_READERS, "decision", decision)(decision)
