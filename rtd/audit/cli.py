@@ -70,6 +70,9 @@ def progress_lines(cfg: RtdConfig, store: Any) -> list[str]:
     try:
         c = consumer(cfg, **{"socket.timeout.ms": 3000})
         try:
+            # One bounded metadata call first: a broker that is down costs 3 s, not 3 s
+            # for every partition.
+            c.list_topics(timeout=3)
             for (topic, partition) in store.offsets():
                 ends[(topic, partition)] = c.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=3)[1]
