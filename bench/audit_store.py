@@ -161,6 +161,22 @@ def run(root: Path, checkpoints: list[int], batch: int, samples: int,
             "points": points}
 
 
+def measure_only(root: Path, samples: int, cli_samples: int) -> dict[str, Any]:
+    """Lookups and searches on a store a run filled (read-only: it may still be filling)."""
+    store = AuditStore(root / "audit" / "index", read_only=True)
+    stored = store.counts["traces"]
+    point = {"stored_decisions": stored,
+             "explain_in_process_ms": _lookups(store, stored, samples),
+             "search_card_week_ms": _search(store, stored, max(100, samples // 10), False),
+             "search_busy_card_week_ms": _search(store, stored, 100, True)}
+    store.close()
+    if cli_samples:
+        point["explain_cli_ms"] = _cli_lookups(root / "config.json", stored, cli_samples,
+                                               "rtd.audit.cli")
+    print(json.dumps(point), flush=True)
+    return {"points": [point]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,7 +188,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--cli-samples", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("bench-audit.json"))
+    parser.add_argument("--measure-only", action="store_true",
+                        help="measure lookups on the store already in --root; no fill")
     args = parser.parse_args()
+    if args.measure_only:
+        result = measure_only(args.root, args.samples, args.cli_samples)
+        result["command"] = " ".join(["python -m bench.audit_store", *sys.argv[1:]])
+        args.out.write_text(json.dumps(result, indent=2))
+        return
     if (args.root / "audit").exists():
         sys.exit(f"{args.root}/audit exists: pass a fresh --root (or remove it)")
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
