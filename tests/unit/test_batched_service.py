@@ -145,3 +145,15 @@ def test_a_failed_call_leaves_every_row_to_the_rules(decider):
     assert decision["path"] == "RULES_ONLY" and decision["fallback_reason"] == "timeout"
     trace = json.loads(outputs[1].value)
     assert trace["model"]["response"] is None and trace["model"]["fallback_reason"] == "timeout"
+
+
+# -- the bench reports ours ÷ it --------------------------------------------------------
+
+def test_the_report_shows_ours_over_the_batched_peer():
+    from bench.report import goal_rows, system_rows, throughput_ratios
+
+    systems = {"ours": {"peak_decisions_per_s": 1000.0},
+               "batched": {"peak_decisions_per_s": 2500.0}}
+    assert throughput_ratios(systems)["batched"] == 0.4
+    assert any("batched Python service" in row and "0.40" in row for row in goal_rows(systems))
+    assert any(row.startswith("| batched Python service") for row in system_rows(systems))
