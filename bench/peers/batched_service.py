@@ -223,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             producer.begin_transaction()
             _produce(producer, outputs)
+            # The next offset after each partition's last record in the batch (or the one
+            # committed before), i.e. consumer.position() of what this batch consumed.
             producer.send_offsets_to_transaction(
-                consumer.position(consumer.assignment()), consumer.consumer_group_metadata())
+                [TopicPartition(args.input, p, o) for p, o in decider.progress.offsets.items()],
+                consumer.consumer_group_metadata())
             producer.commit_transaction()
         except KafkaException as exc:
             if not exc.args[0].txn_requires_abort():
