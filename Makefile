@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (apache-flink 2.2 wheels); set PYTHON=python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,peers]'
+	$(BIN)/pip install -q -e '.[dev,peers,audit]'
 	# Its metadata requires the full `tensorflow` wheel; we run tensorflow-cpu.
 	$(BIN)/pip install -q --no-deps tensorflow-serving-api==2.20.0
 	rm -f $(VENV)/.installed-*

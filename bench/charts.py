@@ -16,7 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-COLORS = {"ours": "tab:blue", "python": "tab:orange", "quix": "tab:green"}
+COLORS = {"ours": "tab:blue", "python": "tab:orange", "quix": "tab:green",
+          "batched": "tab:red"}
 _DPI = 80  # small files: they are committed under docs/img
 
 

@@ -1,6 +1,6 @@
 """`rtd bench`: ours and the peers, one after the other, in one run, on the local stack.
 
-    rtd bench --preset short            # three systems in under five minutes
+    rtd bench --preset short            # the job and its three peers, one run
     rtd bench --preset full --publish   # and append the table to docs/BENCHMARKS.md
 
 Writes ``out/bench/<date>-<run>/result.json`` and PNG charts there; ``--publish`` also
@@ -24,7 +24,7 @@ from rich.console import Console
 
 from rtd.config import PROJECT_ROOT, RtdConfig, load_config
 
-SYSTEMS = ("ours", "python", "quix")
+SYSTEMS = ("ours", "python", "quix", "batched")
 _console = Console(stderr=True)
 
 
@@ -36,13 +36,16 @@ def machine_description() -> str:
 
 
 def _system(name: str, base: RtdConfig, run_id: str, run_dir: Path) -> Any:
-    from bench.systems import OurJob, PeerProcess, bench_config
+    from bench.systems import OurJob, PeerProcess, TracingPeer, bench_config
 
     config = bench_config(base, run_id, name)
     if name == "ours":
         return OurJob(config, run_dir)
     if name == "python":
         return PeerProcess("python", "bench.peers.python_loop", config, run_dir)
+    if name == "batched":
+        return TracingPeer("batched", "bench.peers.batched_service", config, run_dir,
+                           ("--state-dir", str(run_dir / "batched-state")))
     state_dir = run_dir / "quix-state"
     return PeerProcess("quix", "bench.peers.quix_app", config, run_dir,
                        ("--state-dir", str(state_dir)))
@@ -86,6 +89,7 @@ def run_bench(base: RtdConfig, preset_name: str, systems: list[str], out_root: P
             delete_topics_containing(base, f"bench-{run_id}-")
         # The Quix peer's RocksDB state is useless once its topics are gone.
         shutil.rmtree(run_dir / "quix-state", ignore_errors=True)
+        shutil.rmtree(run_dir / "batched-state", ignore_errors=True)
     return result, run_dir
 
 

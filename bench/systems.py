@@ -152,3 +152,13 @@ class PeerProcess:
         if self.proc is None or self.proc.poll() is not None:
             return {self.name: []}
         return {self.name: [self.proc.pid, *(p.pid for p in descendants(self.proc.pid))]}
+
+
+class TracingPeer(PeerProcess):
+    """A peer that writes traces and dead letters too (bench/peers/batched_service.py):
+    their topics are created with the run's, as the job's are."""
+
+    def topics(self) -> tuple[list[str], set[str]]:
+        t = self.config.kafka.topics
+        return ([self.input_topic, self.decisions_topic, t.traces, t.dlq],
+                {self.input_topic, self.decisions_topic, t.traces})

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from bench.cli import bench
 from model_training.cli import train
+from rtd.audit.cli import audit_app
 from rtd.config import RtdConfig, load_config
 from rtd.replay.cli import replay
 from rtd.simulator.cli import simulate
@@ -28,6 +29,7 @@ app.command("simulate")(simulate)
 app.command("replay")(replay)
 app.command("train")(train)
 app.command("bench")(bench)
+app.add_typer(audit_app, name="audit")
 console = Console()
 
 ConfigOption = Annotated[
@@ -166,10 +168,17 @@ def explain(
     event_id: Annotated[str, typer.Argument(help="An event id or a decision id")],
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw trace")] = False,
+    scan_kafka: Annotated[bool, typer.Option(
+        "--scan-kafka", help="Read `decision-traces` from offset 0 instead of the audit "
+        "store (slow: for a stack without the audit service)")] = False,
 ) -> None:
-    """Why was this transaction decided so? Reads its trace from `decision-traces`."""
+    """Why was this transaction decided so? Answers from the audit store."""
+    from rtd.audit.cli import explain as explain_from_store
     from rtd.explain import explanation_lines, find_trace
 
+    if not scan_kafka:
+        explain_from_store(event_id, config, as_json)
+        return
     cfg = _config(config)
     try:
         trace = find_trace(cfg, event_id)

@@ -152,12 +152,35 @@ class ThresholdsConfig(_Frozen):
     review: float = 0.60
 
 
+class AuditConfig(_Frozen):
+    """The audit store (rtd/audit/): a RocksDB point index and an hourly Parquet archive
+    fed from `decisions` and `decision-traces`; see docs/audit.md."""
+
+    # Relative paths resolve against the stack folder, so a test stack gets its own store.
+    store_dir: str = "audit"
+    # Its own consumer group: several instances in it share the partitions.
+    consumer_group: str = "rtd-audit"
+    # Started by `rtd stack up` with the rest of the stack.
+    enabled: bool = True
+    # Hours of decisions kept in the store and the archive; 0 keeps everything.
+    # Independent of Kafka's retention: the store exists to outlive it.
+    retention_hours: int = Field(default=0, ge=0)
+    # Records per atomic write batch (data and offsets together).
+    batch_size: int = Field(default=2_000, ge=1)
+    # How often buffered archive rows become a Parquet file; smaller: fresher SQL, more files.
+    archive_flush_s: float = Field(default=30.0, gt=0)
+    # A decision without its trace (or the reverse) younger than this is in flight, not
+    # missing: the two topics are read independently.
+    completeness_grace_ms: int = Field(default=60_000, ge=0)
+
+
 class RtdConfig(_Frozen):
     kafka: KafkaConfig = KafkaConfig()
     flink: FlinkConfig = FlinkConfig()
     serving: ServingConfig = ServingConfig()
     job: JobConfig = JobConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
+    audit: AuditConfig = AuditConfig()
     # Rules are data: a JSON file of rule objects; None means the contract's defaults.
     rules_file: str | None = None
     stack_dir: str = ".stack"
@@ -172,6 +195,11 @@ class RtdConfig(_Frozen):
     @property
     def stack_path(self) -> Path:
         return self.path(self.stack_dir)
+
+    @property
+    def audit_path(self) -> Path:
+        p = Path(self.audit.store_dir)
+        return p if p.is_absolute() else self.stack_path / p
 
     @property
     def jars_path(self) -> Path:

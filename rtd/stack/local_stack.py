@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rtd.config import RtdConfig
+from rtd.stack.audit_service import AuditServiceProcess
 from rtd.stack.flink_cluster import FlinkCluster
 from rtd.stack.jars import ensure_jars
 from rtd.stack.kafka_broker import KafkaBroker
@@ -25,6 +26,7 @@ class LocalStack:
         self.kafka = KafkaBroker(config)
         self.flink = FlinkCluster(config)
         self.model_server = ModelServer(config)
+        self.audit = AuditServiceProcess(config)
 
     def up(self, log: callable = print) -> None:  # type: ignore[valid-type]
         ensure_jars(self.config)
@@ -37,10 +39,14 @@ class LocalStack:
         started = self.flink.start()
         log(f"flink        {'started' if started else 'already running'}, web UI "
             f"{self.config.flink.rest_url}")
+        if self.config.audit.enabled:
+            started = self.audit.start()
+            log(f"audit        {'started' if started else 'already running'}, store "
+                f"{self.config.audit_path}")
 
     def down(self, log: callable = print) -> None:  # type: ignore[valid-type]
-        for name, component in (("flink", self.flink), ("model server", self.model_server),
-                                ("kafka", self.kafka)):
+        for name, component in (("audit", self.audit), ("flink", self.flink),
+                                ("model server", self.model_server), ("kafka", self.kafka)):
             log(f"{name:<12} {'stopped' if component.stop() else 'was not running'}")
 
     def status(self) -> list[ComponentStatus]:
@@ -56,4 +62,6 @@ class LocalStack:
                 f"{overview.get('slots-total', 0)} slots free, running jobs: "
                 + (", ".join(j["name"] for j in jobs) or "none"),
             ),
-        ]
+        ] + ([ComponentStatus("audit", self.audit.running(), str(self.config.audit_path),
+                              f"log {self.audit.process.log_file}")]
+             if self.config.audit.enabled else [])

@@ -1,0 +1,1 @@
+"""The audit store: point index, columnar archive, completeness (docs/audit.md)."""

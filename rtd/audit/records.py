@@ -1,0 +1,123 @@
+"""What the audit store reads from a trace and a decision, keyed on ``schema_version``.
+
+A trace's layout may change (a more compact version 2 is planned: one block per feature
+view, then values). Everything downstream (point index, archive columns, completeness)
+works on ``AuditRow``, so a new layout is one more reader function in ``TRACE_READERS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from decisioning.trace import STAGES, is_complete
+from feature_views.definitions import FEATURE_NAMES
+
+T = TypeVar("T")
+
+
+class UnknownSchemaVersion(ValueError):
+    """A record of a layout this build cannot read: upgrade the audit service."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One decision as the store indexes and archives it, whatever the trace's version."""
+
+    decision_id: str
+    event_id: str
+    card_id: str
+    customer_id: str
+    decided_at: int
+    event_time: int
+    outcome: str
+    score: float | None
+    path: str
+    fallback_reason: str | None
+    model_version: int | None
+    late: bool
+    reasons: tuple[str, ...]
+    rules_fired: tuple[str, ...]
+    features: Mapping[str, float | None]
+    timings: Mapping[str, int | None]
+    event: Mapping[str, Any]
+    schema_version: int
+    code_version: str | None
+    rules_version: str | None
+    # Carries every part the contract asks of a trace (decisioning.trace.is_complete).
+    complete: bool
+
+
+def _read_trace_v1(trace: Mapping[str, Any]) -> AuditRow:
+    event = trace["input"]["event"]
+    model = trace["model"]
+    response, last = model.get("response"), model.get("last_score")
+    used = response or last
+    values = {f["name"]: f["value"] for f in trace["features"]}
+    timings = trace.get("timings", {})
+    return AuditRow(
+        decision_id=trace["decision_id"],
+        event_id=trace["event_id"],
+        card_id=event["card_id"],
+        customer_id=event["customer_id"],
+        decided_at=int(trace["decided_at"]),
+        event_time=int(trace["event_time"]),
+        outcome=trace["outcome"],
+        score=trace.get("score"),
+        path=trace["path"],
+        fallback_reason=model.get("fallback_reason"),
+        model_version=used.get("model_version") if used else None,
+        late=bool(trace.get("late")),
+        reasons=tuple(trace.get("reasons", ())),
+        rules_fired=tuple(r["id"] for r in trace.get("rules", ()) if r.get("fired")),
+        features={name: values.get(name) for name in FEATURE_NAMES},
+        timings={stage: timings.get(stage) for stage in STAGES},
+        event=event,
+        schema_version=1,
+        code_version=trace.get("job", {}).get("code_version"),
+        rules_version=trace.get("rules_version"),
+        complete=is_complete(trace, FEATURE_NAMES),
+    )
+
+
+# A trace layout is added here, by its schema_version, and nowhere else.
+TRACE_READERS: dict[int, Callable[[Mapping[str, Any]], AuditRow]] = {1: _read_trace_v1}
+
+
+def _reader(readers: Mapping[int, Callable[[Mapping[str, Any]], T]], kind: str,
+               record: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], T]:
+    version = int(record.get("schema_version", 1))
+    reader = readers.get(version)
+    if reader is None:
+        raise UnknownSchemaVersion(
+            f"{kind} {record.get('decision_id')!r} has schema_version {version}; this audit "
+            f"service reads {sorted(readers)}: upgrade it and restart")
+    return reader
+
+
+def read_trace(trace: Mapping[str, Any]) -> AuditRow:
+    return _reader(TRACE_READERS, "trace", trace)(trace)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRef:
+    """What completeness needs of a decision record."""
+
+    decision_id: str
+    event_id: str
+    card_id: str
+    decided_at: int
+
+
+def _read_decision_v1(decision: Mapping[str, Any]) -> DecisionRef:
+    return DecisionRef(decision["decision_id"], decision["event_id"], decision["card_id"],
+                       int(decision["decided_at"]))
+
+
+DECISION_READERS: dict[int, Callable[[Mapping[str, Any]], DecisionRef]] = {
+    1: _read_decision_v1}
+
+
+def read_decision(decision: Mapping[str, Any]) -> DecisionRef:
+    return _reader(DECISION_READERS, "decision", decision)(decision)
