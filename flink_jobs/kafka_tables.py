@@ -50,9 +50,9 @@ def event_time_options(config: RtdConfig) -> dict[str, str]:
     bounded-out-of-orderness generator per partition and emits their minimum. A
     partition without data for the idleness timeout drops out of that minimum until it
     has data again. Alignment pauses a partition whose watermark runs more than the
-    maximum drift ahead of the slowest, so a backlog is read across partitions in step
-    with event time: that keeps state small and the customer features' cross-partition
-    processing order close to event time order.
+    maximum drift ahead of the slowest, between fetches (Kafka returns whole record
+    batches, so it cannot split a batch a producer wrote): that keeps a backlog's
+    cross-partition processing order, which customer features see, nearer event time.
     """
     job = config.job
     options = {}
