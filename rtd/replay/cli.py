@@ -7,7 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,9 +15,11 @@ from rich.table import Table
 
 from rtd.config import RtdConfig, load_config
 from rtd.replay.offsets import ReplayRange, parse_offsets
-from rtd.replay.runner import ReplaySettings, ReplaySummary, run_replay, verify_dataset
 from rtd.replay.verify import DIFFERING, LATE, ORDER_DEPENDENT, VerifyReport
 from rtd.simulator.cli import parse_start_time
+
+if TYPE_CHECKING:
+    from rtd.replay.runner import ReplaySummary
 
 _err = Console(stderr=True)
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -139,6 +141,10 @@ def replay(
     """Replay `transactions` through the live job's own validation and feature operators
     (a bounded Flink job) into a Parquet training set, one row per event with every
     feature, its as-of time and the label known at the cutoff."""
+    # Imported here: the runner brings pyarrow.dataset and pandas, about a second of
+    # start-up that every other `rtd` command would otherwise pay.
+    from rtd.replay.runner import ReplaySettings, run_replay, verify_dataset
+
     cfg = _config(config)
     console = Console(stderr=True)
     if dataset is not None and not verify:
