@@ -67,7 +67,10 @@ def create_environments(config: RtdConfig) -> tuple[StreamExecutionEnvironment,
     checkpoints = env.get_checkpoint_config()
     checkpoints.set_min_pause_between_checkpoints(config.flink.min_pause_between_checkpoints_ms)
     checkpoints.set_tolerable_checkpoint_failure_number(3)
-    return env, StreamTableEnvironment.create(env)
+    t_env = StreamTableEnvironment.create(env)
+    # The source's row time (flink_jobs/event_time_sql.py) reads RFC 3339 times as UTC.
+    t_env.get_config().set("table.local-time-zone", "UTC")
+    return env, t_env
 
 
 def run(config: RtdConfig) -> None:

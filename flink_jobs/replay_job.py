@@ -158,7 +158,10 @@ def create_replay_environment(config: RtdConfig, *, parallelism: int, bundle_siz
     if connector_jars:
         env.add_jars(*connector_jars)
     env.set_parallelism(parallelism)
-    return env, StreamTableEnvironment.create(env)
+    t_env = StreamTableEnvironment.create(env)
+    # The source's row time (flink_jobs/event_time_sql.py) reads RFC 3339 times as UTC.
+    t_env.get_config().set("table.local-time-zone", "UTC")
+    return env, t_env
 
 
 def kafka_replay_source(t_env: StreamTableEnvironment, config: RtdConfig,
