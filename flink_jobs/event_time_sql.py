@@ -7,12 +7,13 @@ all partitions interleaved, and a backlog read one partition at a time would the
 it hours ahead of the others (docs/contract.md, "Event time and watermarks").
 
 The expression reads ``event_time`` from the JSON value with Flink's JSON functions
-(which return NULL on any parse error, deep nesting included) and accepts exactly the
-two forms validation accepts (decisioning/transaction.py, same patterns): an epoch-ms
-JSON integer, or an RFC 3339 string, converted by calendar arithmetic so that a date
-such as February 30 is rejected rather than rolled over. The result is the event time
-in ms, or NULL. A value with no event time, or one more than the future skew ahead of
-the record's own timestamp, gets the epoch as its row time: it never moves a watermark.
+(which return NULL on any parse error, deep nesting included) and accepts the two forms
+validation accepts (decisioning/transaction.py, same patterns): an epoch-ms integer, or an
+RFC 3339 string. For every time validation accepts it gives the same epoch ms
+(tests/pipeline/test_event_time_sql.py); a few that validation rejects it still reads as
+a time (see below). A value with no event time, one before the epoch, or one more than
+the future skew ahead of the record's own timestamp gets the epoch as its row time: it
+never moves a watermark.
 """
 
 from __future__ import annotations
