@@ -1,4 +1,4 @@
-"""The contract's features (shared/contract.md, "Features"), declared once.
+"""The contract's features (docs/contract.md, "Features"), declared once.
 
 Adding a feature is adding a ``Feature`` line to a view; the operators, the replay
 and the training set pick it up from here. Bump the view's ``version`` when the

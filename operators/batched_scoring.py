@@ -1,6 +1,6 @@
 """Thread-mode model scoring: batched Predict calls from a keyed operator, durable queue.
 
-PyFlink's ``AsyncFunction`` runs only in process mode (measured-facts.md), and a thread
+PyFlink's ``AsyncFunction`` runs only in process mode (docs/operations.md), and a thread
 mode operator can emit only from its own ``process_element``/``on_timer`` calls. So
 here the stream is keyed by *lane* (one key per subtask, operators/lanes.py), and each
 lane's records go through a ``BlockingBatchClient`` (serving/blocking_batch_client.py):

@@ -117,7 +117,7 @@ class ServingConfig(_Frozen):
 
 class JobConfig(_Frozen):
     name: str = "rtd-decision-job"
-    # PyFlink runs every Python operator of a job in one mode (measured-facts.md):
+    # PyFlink runs every Python operator of a job in one mode (docs/operations.md):
     # "thread" runs them inside the TaskManager JVM and scores with the keyed batching
     # operator (operators/batched_scoring.py); "process" runs them in Python worker
     # processes and scores with PyFlink's AsyncFunction (operators/scoring.py).
