@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rtd.config import PROJECT_ROOT, RtdConfig, load_config
+from rtd.cli_config import config_or_exit
+from rtd.config import PROJECT_ROOT, RtdConfig
 
 _err = Console(stderr=True)
 
@@ -27,12 +28,6 @@ def latest_dataset(config: RtdConfig) -> Path:
     return found[-1]
 
 
-def _config(path: Path | None) -> RtdConfig:
-    try:
-        return load_config(path)
-    except (FileNotFoundError, ValueError) as exc:
-        _err.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def train(
@@ -61,7 +56,7 @@ def train(
     from model_training.report import scorers, write_report
     from model_training.train import TrainSettings, train_and_evaluate
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     path = dataset or latest_dataset(cfg)
     base = base_path or cfg.path(cfg.serving.base_path)
     settings = TrainSettings(dataset=path, base_path=base, holdout_fraction=holdout,

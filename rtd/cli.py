@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +14,7 @@ from rich.table import Table
 from bench.cli import bench
 from model_training.cli import train
 from rtd.audit.cli import audit_app
-from rtd.config import RtdConfig, load_config
+from rtd.cli_config import ConfigOption, config_or_exit
 from rtd.replay.cli import replay
 from rtd.simulator.cli import simulate
 from rtd.stack.processes import StackError
@@ -32,17 +31,8 @@ app.command("bench")(bench)
 app.add_typer(audit_app, name="audit")
 console = Console()
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="JSON config file (default: local stack)")
-]
 
 
-def _config(path: Path | None) -> RtdConfig:
-    try:
-        return load_config(path)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -56,7 +46,7 @@ def setup(config: ConfigOption = None) -> None:
     from rtd.stack.jars import ensure_jars
     from rtd.stack.model_server import ModelServer
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     try:
         with console.status("resolving jars from Maven Central"):
             ensure_jars(cfg)
@@ -74,7 +64,7 @@ def stack_up(config: ConfigOption = None) -> None:
     from rtd.stack.local_stack import LocalStack
 
     try:
-        LocalStack(_config(config)).up(log=console.print)
+        LocalStack(config_or_exit(config)).up(log=console.print)
     except StackError as exc:
         raise _fail(exc) from exc
 
@@ -84,7 +74,7 @@ def stack_down(config: ConfigOption = None) -> None:
     """Stop the Flink cluster, the model server and Kafka (data is kept)."""
     from rtd.stack.local_stack import LocalStack
 
-    LocalStack(_config(config)).down(log=console.print)
+    LocalStack(config_or_exit(config)).down(log=console.print)
 
 
 @stack_app.command("status")
@@ -93,7 +83,7 @@ def stack_status(config: ConfigOption = None) -> None:
     from rtd.stack.local_stack import LocalStack
 
     table = Table("component", "state", "address", "detail")
-    statuses = LocalStack(_config(config)).status()
+    statuses = LocalStack(config_or_exit(config)).status()
     for s in statuses:
         table.add_row(s.name, "[green]up[/green]" if s.running else "[red]down[/red]",
                       s.address, s.detail)
@@ -110,7 +100,7 @@ def submit(
     """Submit the decision job to the local Flink cluster with `flink run --python`."""
     from rtd.job_submission import submit as submit_job
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     try:
         with console.status("submitting the decision job"):
             job_id = submit_job(cfg, restart=restart)
@@ -133,7 +123,7 @@ def demo(
     from rtd.stack.local_stack import LocalStack
     from rtd.tally import live_tally
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     try:
         LocalStack(cfg).up(log=console.print)
         with console.status("submitting the decision job"):
@@ -179,7 +169,7 @@ def explain(
     if not scan_kafka:
         explain_from_store(event_id, config, as_json)
         return
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     try:
         trace = find_trace(cfg, event_id)
     except Exception as exc:  # noqa: BLE001 - broker errors get a plain message
@@ -207,7 +197,7 @@ def console_consumer(
 
     from rtd.stack.jars import kafka_classpath_dir
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     java = shutil.which("java") or "java"
     cmd = [java, "-cp", f"{kafka_classpath_dir(cfg)}/*",
            "org.apache.kafka.tools.consumer.ConsoleConsumer",

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from rtd.config import RtdConfig, load_config
+from rtd.cli_config import ConfigOption, config_or_exit
+from rtd.config import RtdConfig
 
 audit_app = typer.Typer(help="The audit store: search, SQL over the archive, completeness.",
                         no_args_is_help=True)
 console = Console()
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="JSON config file (default: local stack)")
-]
 
 
-def _config(path: Path | None) -> RtdConfig:
-    try:
-        return load_config(path)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def _open(cfg: RtdConfig) -> Any:
@@ -102,7 +93,7 @@ def explain(
     """Why was this transaction decided so? Answers from the audit store's index."""
     from rtd.explain import explanation_lines
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     with _open(cfg) as store:
         trace = store.trace(event_id)
         if trace is None:
@@ -135,7 +126,7 @@ def search(
     if (card is None) == (customer is None):
         console.print("[red]error:[/red] give exactly one of --card or --customer")
         raise typer.Exit(2)
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     with _open(cfg) as store:
         traces = store.search(card=card, customer=customer, start_ms=_parse_time(start),
                               end_ms=_parse_time(end), limit=limit)
@@ -166,7 +157,7 @@ def sql(
     from rtd.audit.archive import sql as run_sql
     from rtd.audit.service import archive_path
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     try:
         columns, rows = run_sql(archive_path(cfg), query)
     except FileNotFoundError as exc:
@@ -196,7 +187,7 @@ def completeness(
 
     from rtd.audit.completeness import completeness_report
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     with _open(cfg) as store:
         report = completeness_report(
             store, decisions_topic=cfg.kafka.topics.decisions,
@@ -227,7 +218,7 @@ def completeness(
 @audit_app.command("status")
 def status(config: ConfigOption = None) -> None:
     """How far the store has got, per topic partition."""
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     with _open(cfg) as store:
         for line in progress_lines(cfg, store):
             console.print(line, highlight=False)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rtd.config import RtdConfig, load_config
+from rtd.cli_config import config_or_exit
 from rtd.replay.offsets import ReplayRange, parse_offsets
 from rtd.replay.verify import DIFFERING, LATE, ORDER_DEPENDENT, VerifyReport
 from rtd.simulator.cli import parse_start_time
@@ -96,12 +96,6 @@ def print_verify(console: Console, report: VerifyReport, strict: bool, limit: in
     console.print(f"verify {verdict} (strict={strict})")
 
 
-def _config(path: Path | None) -> RtdConfig:
-    try:
-        return load_config(path)
-    except (FileNotFoundError, ValueError) as exc:
-        _err.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def replay(
@@ -145,7 +139,7 @@ def replay(
     # start-up that every other `rtd` command would otherwise pay.
     from rtd.replay.runner import ReplaySettings, run_replay, verify_dataset
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     console = Console(stderr=True)
     if dataset is not None and not verify:
         raise typer.BadParameter("--dataset only goes with --verify")
