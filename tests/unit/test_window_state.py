@@ -36,6 +36,15 @@ def run_views(events, watermark_delay=DELAY, lateness=LATENESS):
     return out
 
 
+def assert_not_late_match_reference(events):
+    got = run_views(events)
+    expected = all_features(events)
+    for e in events:
+        features, late = got[e["event_id"]]
+        if not late:
+            assert features == expected[e["event_id"]], e
+
+
 def ev(i, card, at, amount=10.0, merchant="m1", country="US", customer=None):
     return {"event_id": f"e{i}", "card_id": card, "customer_id": customer or f"u-{card}",
             "merchant_id": merchant, "country": country, "amount": amount, "event_time": at}
@@ -116,12 +125,7 @@ def test_core_matches_reference_for_every_event_that_is_not_late(raw):
             clock += abs(step) // 10
         events.append(ev(i, f"c{card}", clock - lag, amount, merchant, country,
                          customer=f"u{card % 2 + group}"))
-    got = run_views(events)
-    expected = all_features(events)
-    for e in events:
-        features, late = got[e["event_id"]]
-        if not late:
-            assert features == expected[e["event_id"]], e
+    assert_not_late_match_reference(events)
 
 
 def test_out_of_order_event_finds_its_predecessor_beyond_the_longest_window():
@@ -152,9 +156,4 @@ def test_core_matches_reference_across_gaps_longer_than_every_window(raw):
     for i, (card, step, lag) in enumerate(raw):
         clock += step
         events.append(ev(i, f"c{card}", clock - lag, customer="u"))
-    got = run_views(events)
-    expected = all_features(events)
-    for e in events:
-        features, late = got[e["event_id"]]
-        if not late:
-            assert features == expected[e["event_id"]], e
+    assert_not_late_match_reference(events)
