@@ -42,7 +42,9 @@ def _rfc3339_ms(j: str) -> str:
     sign_minutes = (f"TRY_CAST(CONCAT(SUBSTRING({j} FROM CHAR_LENGTH({j}) - 5 FOR 1), "
                     f"SUBSTRING({j} FROM CHAR_LENGTH({j}) - 1 FOR 2)) AS BIGINT)")
     offset = f"COALESCE({sign_hours} * 3600000 + {sign_minutes} * 60000, 0)"
-    return f"({seconds} * 1000 + {fraction} - {offset})"
+    millis = f"({seconds} * 1000 + {fraction} - {offset})"
+    # Only this branch can fall before the epoch (an offset east of UTC on 1970-01-01).
+    return f"CASE WHEN {millis} >= 0 THEN {millis} END"
 
 
 def event_time_ms_sql(value_column: str = "v") -> str:
@@ -59,6 +61,6 @@ def row_time_sql(max_future_skew_ms: int, value_column: str = "v",
     time, or the epoch (never moves a watermark) when there is none, it is before the
     epoch, or it lies more than ``max_future_skew_ms`` ahead of the record's timestamp."""
     ms = event_time_ms_sql(value_column)
-    return (f"CASE WHEN ({ms}) >= 0 AND TO_TIMESTAMP_LTZ(({ms}) - {int(max_future_skew_ms)}, 3)"
+    return (f"CASE WHEN TO_TIMESTAMP_LTZ(({ms}) - {int(max_future_skew_ms)}, 3)"
             f" <= `{record_time_column}` THEN TO_TIMESTAMP_LTZ({ms}, 3)"
             f" ELSE TO_TIMESTAMP_LTZ(0, 3) END")

@@ -23,7 +23,7 @@ STAGE = "validate"
 def _text(value: bytes | None) -> str | None:
     if value is None:
         return None
-    return bytes(value).decode("utf-8", errors="replace")
+    return value.decode("utf-8", errors="replace")
 
 
 def _epoch_ms(value: Any) -> int | None:
