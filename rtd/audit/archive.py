@@ -1,8 +1,8 @@
 """The columnar archive: hourly Parquet files, one row per decision, for SQL (DuckDB).
 
 The archive is derived from the point index, not from Kafka: the store keeps an ingest
-log (``q|partition|offset``) of traces not yet archived, in the same write batch as the
-trace. A flush turns a contiguous run of one partition's log into one file, written to a
+log (``q|partition|offset`` -> the decision's row, rtd/audit/columns.py) of traces not
+yet archived, in the same write batch as the trace. A flush turns a contiguous run of one partition's log into one file, written to a
 temp name and renamed (atomic on POSIX), named and tagged with its offset range; only
 then is that log range dropped. A crash before the rename leaves a temp file (deleted on
 start) and the log intact; a crash after it leaves a file whose range says what it holds,
@@ -21,20 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from decisioning.trace import STAGES
 from feature_views.definitions import FEATURE_NAMES
-from rtd.audit.records import AuditRow, read_trace
 from rtd.audit.store import AuditStore, hour_of
 
 FILE_RE = re.compile(r"^p(\d{5})-(\d{20})-(\d{20})\.parquet$")
 TS = pa.timestamp("ms", tz="UTC")
 
-# Typed columns; the feature and timing columns come from the declarations, so a new
-# feature is a new column without touching this module.
+# Typed columns of rtd/audit/columns.py's row_dict; the feature and timing columns come
+# from the declarations, so a new feature is a new column without touching this module.
 SCHEMA = pa.schema(
     [
         ("decision_id", pa.string()), ("event_id", pa.string()), ("card_id", pa.string()),
@@ -52,28 +50,6 @@ SCHEMA = pa.schema(
        ("trace_offset", pa.int64()), ("schema_version", pa.int32()),
        ("code_version", pa.string()), ("rules_version", pa.string())]
 )
-
-
-def row_dict(row: AuditRow, partition: int, offset: int) -> dict[str, Any]:
-    event = row.event
-    received, decided = row.timings.get("received"), row.timings.get("decided")
-    return {
-        "decision_id": row.decision_id, "event_id": row.event_id, "card_id": row.card_id,
-        "customer_id": row.customer_id, "merchant_id": event.get("merchant_id"),
-        "merchant_category": event.get("merchant_category"),
-        "amount": event.get("amount"), "currency": event.get("currency"),
-        "country": event.get("country"), "channel": event.get("channel"),
-        "event_time": row.event_time, "decided_at": row.decided_at, "outcome": row.outcome,
-        "score": row.score, "path": row.path, "fallback_reason": row.fallback_reason,
-        "model_version": row.model_version, "late": row.late, "reasons": list(row.reasons),
-        "rules_fired": list(row.rules_fired), **row.features,
-        **{f"at_{stage}": at for stage, at in row.timings.items()},
-        "total_ms": (decided - received) if received is not None and decided is not None
-        else None,
-        "trace_partition": partition, "trace_offset": offset,
-        "schema_version": row.schema_version, "code_version": row.code_version,
-        "rules_version": row.rules_version,
-    }
 
 
 def hour_dir(root: Path, hour_ms: int) -> Path:
@@ -164,9 +140,7 @@ class ArchiveWriter:
                 pending = self.store.unarchived(partition, self.max_rows)
                 if not pending:
                     break
-                rows = [row_dict(read_trace(orjson.loads(raw)), partition, offset)
-                        for offset, raw in pending]
-                for hour, run in _runs_by_hour(rows):
+                for hour, run in _runs_by_hour(pending):
                     f = write_file(self.root, hour, partition, run)
                     self.store.mark_archived(partition, f.last_offset)
                     written += len(run)

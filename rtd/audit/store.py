@@ -11,7 +11,7 @@ Key layout (one keyspace, prefixes sort the families apart):
   e|<event_id>                         -> decision_id
   c|<card>\\0<decided_at>\\0<id>        card range scans; u| the same by customer
   h|<hour>|<decision_id>               -> [event_id, card, customer, decided_at] (expiry)
-  q|<partition>|<offset>               -> decision_id, traces not yet archived
+  q|<partition>|<offset>               -> archive row (JSON), traces not yet archived
   D|<decision_id>                      a decision record was seen
   pd|<id> / pt|<id>                    a decision without its trace / the reverse
   pi|<id>                              a trace missing a part the contract asks for
@@ -39,6 +39,7 @@ from rocksdict import (
     WriteBatch,
 )
 
+from rtd.audit.columns import row_dict
 from rtd.audit.records import UnknownSchemaVersion, read_decision, read_trace
 
 HOUR_MS = 3_600_000
@@ -187,7 +188,8 @@ class AuditStore:
         batch.put(_entity_key("u", row.customer_id, row.decided_at, did), b"")
         batch.put(_k("h", f"{hour_of(row.decided_at):013d}", did), orjson.dumps(
             [row.event_id, row.card_id, row.customer_id, row.decided_at]))
-        batch.put(_k("q", f"{record.partition:05d}", f"{record.offset:020d}"), did.encode())
+        batch.put(_k("q", f"{record.partition:05d}", f"{record.offset:020d}"),
+                  orjson.dumps(row_dict(row, record.partition, record.offset)))
         where = orjson.dumps([record.partition, record.offset, row.decided_at])
         if not row.complete:
             counts["incomplete_traces"] += 1
@@ -279,14 +281,19 @@ class AuditStore:
 
     # ---- archive bookkeeping -----------------------------------------------------
 
-    def unarchived(self, partition: int, limit: int) -> list[tuple[int, bytes]]:
-        """(offset, trace) of a trace partition's indexed but not yet archived traces."""
+    def unarchived(self, partition: int, limit: int) -> list[dict[str, Any]]:
+        """The archive rows of a trace partition's indexed, not yet archived traces, in
+        offset order."""
         prefix = _k("q", f"{partition:05d}") + b"|"
         out = []
-        for key, did in self._prefix(prefix):
-            raw = self.db.get(b"t|" + did)
-            if raw is not None:
-                out.append((int(key[len(prefix):]), raw))
+        for key, value in self._prefix(prefix):
+            if value.startswith(b"{"):
+                out.append(orjson.loads(value))
+            else:  # a log entry of a store written before rows were kept in the log
+                raw = self.db.get(b"t|" + value)
+                if raw is not None:
+                    out.append(row_dict(read_trace(orjson.loads(raw)), partition,
+                                        int(key[len(prefix):])))
             if len(out) >= limit:
                 break
         return out

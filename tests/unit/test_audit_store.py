@@ -133,13 +133,13 @@ def test_archive_recovery_neither_loses_nor_repeats_a_file(tmp_path):
     traces, _ = records(4)
     with AuditStore(tmp_path / "index") as store:
         ingest(store, traces)
+        logged = store.unarchived(0, 100)
         writer = ArchiveWriter(store, tmp_path / "archive")
         writer.flush()
         # a crash after the rename but before the log was dropped: the log is back
         more, _ = records(2, start=4)
         ingest(store, more)
-        store.db.put(b"q|00000|" + f"{1:020d}".encode(), orjson.loads(
-            traces[1].value)["decision_id"].encode())
+        store.db.put(b"q|00000|" + f"{1:020d}".encode(), orjson.dumps(logged[1]))
         (tmp_path / "archive" / "hour=x").mkdir()
         (tmp_path / "archive" / "hour=x" / ".tmp-p00000-partial.parquet").write_bytes(b"..")
         writer.recover()
