@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from decisioning.trace import trace_event
 from rtd.replay.dataset import read_table
 from rtd.simulator.producer import run_simulation
 from rtd.stack.kafka_broker import KafkaBroker
@@ -86,7 +87,7 @@ def test_simulate_decide_replay_verify_train_and_roll_out(local_stack, run_id, t
                 row = by_event[event_id]
                 assert (row["kafka_partition"], row["kafka_offset"]) == (
                     trace["input"]["partition"], trace["input"]["offset"])
-                assert row["event_time"] == trace["input"]["event"]["event_time"]
+                assert row["event_time"] == trace_event(trace)["event_time"]
 
             # a time range: rows from about the middle on, with the default warm-up before
             # it (identical), and without warm-up (verify must fail: the windows are empty)
