@@ -6,7 +6,10 @@ and mini cluster), alternating the settings over ``--repeat`` rounds so that a c
 in the shared machine's load hits every setting alike:
 
     .venv/bin/python -m bench.replay_throughput --events 100000 \\
-        --settings process:1,process:2,thread:1,thread:2 --repeat 2
+        --settings local:1,process:1,thread:1 --repeat 2
+
+A setting is ``local:1`` (``--engine local``: no Flink, one loop) or
+``<execution mode>:<parallelism>`` (``--engine flink``).
 
 Prints one JSON line per run and a Markdown table of medians. "events/s" is records the
 job read (warm-up included) per second of job time, start-up included; "steady" is
@@ -51,8 +54,9 @@ def tree_cpu_s(proc: subprocess.Popen[str], last: dict[int, float]) -> None:
 def run_replay(config_file: Path, out: Path, mode: str, parallelism: int) -> dict[str, Any]:
     summary_file = out.parent / "summary.json"
     cmd = [sys.executable, "-m", "rtd.cli", "replay", "--config", str(config_file),
-           "--out", str(out), "--overwrite", "--no-progress", "--json-out", str(summary_file),
-           "--execution-mode", mode, "--parallelism", str(parallelism)]
+           "--out", str(out), "--overwrite", "--no-progress", "--json-out", str(summary_file)]
+    cmd += ["--engine", "local"] if mode == "local" else [
+        "--engine", "flink", "--execution-mode", mode, "--parallelism", str(parallelism)]
     started = time.perf_counter()
     cpu: dict[int, float] = {}
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -120,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="stack config (default: the dev stack)")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--settings", default="process:1,process:2")
+    parser.add_argument("--settings", default="local:1,process:1")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--plain-loop", action="store_true",
                         help="also time validation + features in a plain Python loop")
