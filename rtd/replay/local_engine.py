@@ -249,11 +249,12 @@ def kafka_records(config: RtdConfig, resolved: ResolvedRange, pending: Callable[
 def run_local(config: RtdConfig, views: Sequence[FeatureView], resolved: ResolvedRange,
               on_batch: Callable[[int, int], None],
               records: Callable[[Callable[[], set[int]]], Iterable[SourceRecord]] | None = None
-              ) -> tuple[list[tuple[Any, ...]], Counter[str], float, float]:
-    """(rows, dead letter reasons, seconds, seconds from the first record on), as
-    ``runner.collect_rows`` returns them for the Flink engine."""
+              ) -> tuple[list[tuple[Any, ...]], Counter[str], float, float, float]:
+    """(rows, dead letter reasons, seconds, seconds from the first record on, CPU
+    seconds of this process meanwhile: the consumer's threads included)."""
     replay = LocalReplay(config, views, resolved)
     source = records or (lambda pending: kafka_records(config, resolved, pending))
+    cpu = time.process_time()
     started = time.perf_counter()
     first: float | None = None
     for i, record in enumerate(source(lambda: replay.pending_partitions)):
@@ -266,4 +267,5 @@ def run_local(config: RtdConfig, views: Sequence[FeatureView], resolved: Resolve
             on_batch(len(replay.rows), sum(replay.dead.values()))
     on_batch(len(replay.rows), sum(replay.dead.values()))
     ended = time.perf_counter()
-    return replay.rows, replay.dead, ended - started, ended - (first or ended)
+    return (replay.rows, replay.dead, ended - started, ended - (first or ended),
+            time.process_time() - cpu)

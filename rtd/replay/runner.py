@@ -80,6 +80,9 @@ class ReplaySummary:
     files: int = 0
     job_s: float = 0.0  # engine start (job submission) to its last row, start-up included
     steady_s: float = 0.0  # first to last collected batch
+    # The local engine's CPU seconds (this process, its consumer threads included): the
+    # figure a loaded machine does not distort. None for Flink (its JVM's CPU is not ours).
+    engine_cpu_s: float | None = None
     total_s: float = 0.0  # the whole command, labels and writing included
 
     @property
@@ -100,6 +103,7 @@ class ReplaySummary:
             "labelled": self.labelled, "fraud": self.fraud, "unlabelled": self.rows - self.labelled,
             "dates": self.dates, "job_s": round(self.job_s, 2), "engine": self.engine,
             "steady_s": round(self.steady_s, 2), "total_s": round(self.total_s, 2),
+            "engine_cpu_s": None if self.engine_cpu_s is None else round(self.engine_cpu_s, 2),
             "events_per_s": round(self.events_per_s, 1),
         }
 
@@ -186,8 +190,8 @@ def run_replay(config: RtdConfig, settings: ReplaySettings,
             bar.update(task, completed=rows + dead, rows=rows, dead=dead, rate=rate)
 
         if settings.engine == "local":
-            rows, summary.dead_letters, summary.job_s, summary.steady_s = run_local(
-                config, views, resolved, on_batch)
+            rows, summary.dead_letters, summary.job_s, summary.steady_s, \
+                summary.engine_cpu_s = run_local(config, views, resolved, on_batch)
         else:
             rows, summary.dead_letters, summary.job_s, summary.steady_s = collect_rows(
                 config, settings, resolved, on_batch)

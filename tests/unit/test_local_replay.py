@@ -162,10 +162,10 @@ def test_run_local_drives_the_engine_and_ends_a_partition_at_its_end_marker():
     rng.read_to[1] += 1
     fed = records + [SourceRecord(None, None, 1, rng.read_to[1], None, end=True)]
     calls = []
-    rows, _dead, took, steady = run_local(CONFIG, ALL_VIEWS, rng, lambda a, b: calls.append(a),
+    rows, _dead, took, steady, cpu = run_local(CONFIG, ALL_VIEWS, rng, lambda a, b: calls.append(a),
                                          records=lambda pending: iter(fed))
     assert len(rows) == sum(1 for r in records if _event(r) is not None)
-    assert calls[-1] == len(rows) and took >= steady >= 0
+    assert calls[-1] == len(rows) and took >= steady >= 0 and cpu > 0
 
 
 def test_partition_watermarks_gate_and_drop_out():
