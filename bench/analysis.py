@@ -19,6 +19,7 @@ from bench.resources import summarize_resources
 from bench.runner import SystemRun
 from bench.stats import latency_summary, per_second_counts, percentile
 from decisioning.decision import decision_id_for
+from decisioning.trace import trace_stage_durations
 
 CDF_POINTS = [i / 2 for i in range(1, 200)] + [99.5, 99.9, 100.0]
 
@@ -114,7 +115,7 @@ def stage_times(run: SystemRun, limit: int = 50_000) -> dict[str, Any]:
     for record in iter_all(run.config, run.config.kafka.topics.traces, timeout_s=120):
         if record.key not in wanted or record.value is None:
             continue
-        for stage, ms in json.loads(record.value).get("stage_ms", {}).items():
+        for stage, ms in trace_stage_durations(json.loads(record.value)).items():
             stages.setdefault(stage, []).append(ms)
         seen += 1
         if seen >= limit:

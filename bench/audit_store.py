@@ -50,11 +50,12 @@ def _records(pool: list[tuple[dict[str, Any], dict[str, Any]]], start: int,
                 else f"card-{(i * 7919) % CARDS}")
         cust = f"cust-{(i * 104729) % CUSTOMERS}"
         at = T0 + i * SPACING_MS
-        event = {**trace["input"]["event"], "event_id": eid, "card_id": card,
-                 "customer_id": cust, "event_time": at - 20}
+        # A version 2 trace's event is its raw payload (decisioning.trace.trace_event).
+        raw = {**orjson.loads(trace["input"]["raw"]), "event_id": eid, "card_id": card,
+               "customer_id": cust, "event_time": at - 20}
         t = {**trace, "decision_id": did, "event_id": eid, "decided_at": at,
-             "event_time": at - 20, "input": {**trace["input"], "event": event,
-                                              "offset": i}}
+             "event_time": at - 20, "input": {**trace["input"], "key": card, "offset": i,
+                                              "raw": orjson.dumps(raw).decode()}}
         d = {**decision, "decision_id": did, "event_id": eid, "card_id": card,
              "customer_id": cust, "decided_at": at, "event_time": at - 20}
         out.append(KafkaRecord(TRACES, i % 4, i // 4, orjson.dumps(t)))

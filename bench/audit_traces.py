@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
+
 from decisioning.decision import ModelResult, decide
 from decisioning.rules import evaluate_rules, load_rules
 from decisioning.trace import build_trace
@@ -18,7 +20,8 @@ T0 = 1_700_000_000_000
 def decision_and_trace(i: int, *, card: str | None = None, customer: str | None = None,
                        decided_at: int | None = None, offset: int = 0,
                        rng: random.Random | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The i-th simulated decision and its trace (v1), deterministic in ``i``."""
+    """The i-th simulated decision and its trace (as the job writes it now), deterministic
+    in ``i``."""
     rng = rng or random.Random(i)
     at = decided_at if decided_at is not None else T0 + i * 1_000
     event = {
@@ -39,7 +42,8 @@ def decision_and_trace(i: int, *, card: str | None = None, customer: str | None 
     trace = build_trace(
         decision=decision,
         source={"topic": "transactions", "partition": i % 4, "offset": offset or i,
-                "key": event["card_id"], "raw": str(event), "kafka_timestamp": at - 30},
+                "key": event["card_id"], "raw": orjson.dumps(event).decode(),
+                "kafka_timestamp": at - 30},
         event=event, views=ALL_VIEWS, features=features, as_of=as_of, rule_results=results,
         rules_version=_RULES.version,
         model_request={"name": "fraud", "signature_name": "serving_default",

@@ -16,6 +16,7 @@ import statistics
 import time
 
 from bench.fresh_run import fresh_run_config
+from decisioning.trace import trace_stage_durations
 from rtd.job_submission import submit
 from rtd.simulator.producer import run_simulation
 from rtd.stack.flink_cluster import FlinkCluster
@@ -55,7 +56,7 @@ def main() -> None:
     span = (max(decided) - min(decided)) / 1000
     stages: dict[str, list[float]] = {}
     for record in traces:
-        for stage, ms in json.loads(record.value)["stage_ms"].items():
+        for stage, ms in trace_stage_durations(json.loads(record.value)).items():
             stages.setdefault(stage, []).append(ms)
     print(json.dumps({
         "events": args.events, "decisions": len(docs), "expected": expected,

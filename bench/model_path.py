@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from decisioning.trace import trace_stage_durations
 from rtd.config import RtdConfig, load_config
 from rtd.job_submission import submit
 from rtd.simulator.producer import run_simulation
@@ -101,9 +102,10 @@ def summarise(mode: str, events: int, decisions: list[dict[str, Any]],
     start = decided[0] + skip_first_s * 1000 if decided else 0
     kept = [t for t in traces if t["decided_at"] >= start]
     responses = [t["model"]["response"] for t in kept if t["model"]["response"]]
-    stage = [t["stage_ms"]["customer_features->scored"] for t in kept
-             if "customer_features->scored" in t["stage_ms"]]
-    total = [t["stage_ms"]["total"] for t in kept if "total" in t["stage_ms"]]
+    durations = [trace_stage_durations(t) for t in kept]
+    stage = [d["customer_features->scored"] for d in durations
+             if "customer_features->scored" in d]
+    total = [d["total"] for d in durations if "total" in d]
     calls = sum(1 / r["batch_size"] for r in responses)
     return RoundResult(
         mode=mode,

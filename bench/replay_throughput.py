@@ -6,7 +6,10 @@ and mini cluster), alternating the settings over ``--repeat`` rounds so that a c
 in the shared machine's load hits every setting alike:
 
     .venv/bin/python -m bench.replay_throughput --events 100000 \\
-        --settings process:1,process:2,thread:1,thread:2 --repeat 2
+        --settings local:1,process:1,thread:1 --repeat 2
+
+A setting is ``local:1`` (``--engine local``: no Flink, one loop) or
+``<execution mode>:<parallelism>`` (``--engine flink``).
 
 Prints one JSON line per run and a Markdown table of medians. "events/s" is records the
 job read (warm-up included) per second of job time, start-up included; "steady" is
@@ -51,8 +54,9 @@ def tree_cpu_s(proc: subprocess.Popen[str], last: dict[int, float]) -> None:
 def run_replay(config_file: Path, out: Path, mode: str, parallelism: int) -> dict[str, Any]:
     summary_file = out.parent / "summary.json"
     cmd = [sys.executable, "-m", "rtd.cli", "replay", "--config", str(config_file),
-           "--out", str(out), "--overwrite", "--no-progress", "--json-out", str(summary_file),
-           "--execution-mode", mode, "--parallelism", str(parallelism)]
+           "--out", str(out), "--overwrite", "--no-progress", "--json-out", str(summary_file)]
+    cmd += ["--engine", "local"] if mode == "local" else [
+        "--engine", "flink", "--execution-mode", mode, "--parallelism", str(parallelism)]
     started = time.perf_counter()
     cpu: dict[int, float] = {}
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -71,8 +75,54 @@ def run_replay(config_file: Path, out: Path, mode: str, parallelism: int) -> dic
             "steady_rows_per_s": round(rows / summary["steady_s"], 1)
             if summary["steady_s"] else None,
             "command_s": round(wall, 1), "cpu_s": round(sum(cpu.values()), 1),
+            # local engine only: records per CPU second of the engine itself
+            "events_per_engine_cpu_s": round(summary["records_in_range"]
+                                             / summary["engine_cpu_s"], 1)
+            if summary.get("engine_cpu_s") else None,
             "events_per_cpu_s": round(summary["records_in_range"] / sum(cpu.values()), 1)
             if cpu else None}
+
+
+def engine_core(config: Any) -> dict[str, Any]:
+    """The local engine's loop alone (``LocalReplay.process``: validation, both views,
+    watermarks, the row) over the topic's records already read from Kafka: no start-up,
+    no consumer, no labels or Parquet. CPU seconds too, which others' load does not
+    inflate the way it does wall time."""
+    from confluent_kafka import TopicPartition
+
+    from feature_views.definitions import ALL_VIEWS
+    from rtd.replay.local_engine import LocalReplay, kafka_records
+    from rtd.replay.offsets import ResolvedRange
+    from rtd.topic_reader import consumer
+
+    topic = config.kafka.topics.transactions
+    reader = consumer(config)
+    try:
+        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in reader.list_topics(topic, timeout=10).topics[topic].partitions}
+    finally:
+        reader.close()
+    whole = ResolvedRange(topic, read_from=dict.fromkeys(ends, 0),
+                          rows_from=dict.fromkeys(ends, 0), read_to=ends)
+    pending = {p for p, end in ends.items() if end}
+
+    def left() -> set[int]:
+        return pending
+
+    records = []
+    for record in kafka_records(config, whole, left):
+        records.append(record)
+        if record.end or record.offset >= ends[record.partition] - 1:
+            pending.discard(record.partition)
+    replay = LocalReplay(config, ALL_VIEWS, whole)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for record in records:
+        if not record.end:
+            replay.process(record)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    n = sum(1 for r in records if not r.end)
+    return {"mode": "local engine core, in-process", "records": n, "rows": len(replay.rows),
+            "events_per_s": round(n / wall, 1), "events_per_cpu_s": round(n / cpu, 1)}
 
 
 def plain_loop(config: Any) -> dict[str, Any]:
@@ -120,10 +170,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="stack config (default: the dev stack)")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--settings", default="process:1,process:2")
+    parser.add_argument("--settings", default="local:1,process:1")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--plain-loop", action="store_true",
                         help="also time validation + features in a plain Python loop")
+    parser.add_argument("--engine-core", type=int, default=0, metavar="N",
+                        help="also time the local engine's loop alone, N times")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:6]
     base = load_config(args.config)
@@ -144,6 +196,8 @@ def main() -> None:
                 results.append(result)
     if args.plain_loop:
         print(json.dumps(plain_loop(config)), flush=True)
+    for _ in range(args.engine_core):
+        print(json.dumps(engine_core(config)), flush=True)
     KafkaBroker(base).admin().delete_topics(list(topics.values()))
     print("\n| mode | parallelism | records | events/s (job, start-up incl.) "
           "| steady rows/s | job s | CPU s (whole tree) | events per CPU s |")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -54,7 +54,7 @@ _RFC3339 = re.compile(RFC3339_PATTERN)
 # Epoch ms as a JSON integer: no sign, no leading zero, at most 18 digits (fits a long).
 EPOCH_MS_PATTERN = r"0|[1-9][0-9]{0,17}"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REQUIRED_STRINGS = ("event_id", "card_id", "customer_id", "merchant_id", "currency", "country")
 OPTIONAL_STRINGS = ("merchant_category", "channel")
 EVENT_FIELDS = (*REQUIRED_STRINGS, "amount", "event_time", *OPTIONAL_STRINGS)
@@ -227,8 +227,15 @@ def validate_object(doc: dict[str, Any]) -> dict[str, Any] | Rejection:
     if event_time is None:
         return Rejection(Reason.INVALID_EVENT_TIME, f"{str(raw_time)[:60]!r}")
 
+    return contract_event(doc, event_time)
+
+
+def contract_event(doc: dict[str, Any], event_time: int) -> dict[str, Any]:
+    """The parsed event of a valid payload ``doc``: the contract's fields only (absent
+    optional ones None), amount as a float, ``event_time`` as epoch ms. A version 2
+    trace keeps only the raw payload and rebuilds its event with this."""
     event = {name: doc.get(name) for name in EVENT_FIELDS}
-    event["amount"] = float(amount)
+    event["amount"] = float(doc["amount"])
     event["event_time"] = event_time
     return event
 

@@ -6,6 +6,13 @@ import json
 from typing import Any
 
 from decisioning.decision import decision_id_for
+from decisioning.trace import (
+    feature_entries,
+    trace_event,
+    trace_rules,
+    trace_stage_durations,
+    trace_version,
+)
 from rtd.config import RtdConfig
 from rtd.topic_reader import iter_all
 
@@ -21,20 +28,20 @@ def find_trace(config: RtdConfig, event_or_decision_id: str,
 
 
 def explanation_lines(trace: dict[str, Any]) -> list[str]:
-    """A human explanation built only from the trace's own content."""
+    """A human explanation built only from the trace's own content (either version)."""
     lines = [
         f"Decision {trace['decision_id']} for event {trace['event_id']}: {trace['outcome']} "
         f"via {trace['path']}" + (" (LATE event)" if trace.get("late") else ""),
     ]
     inp = trace["input"]
-    event = inp["event"]
+    event = trace_event(trace)
     lines.append(
         f"Input: {inp['topic']}[{inp['partition']}]@{inp['offset']}, card {event['card_id']}, "
         f"customer {event['customer_id']}, {event['amount']} {event['currency']} at merchant "
         f"{event['merchant_id']} ({event.get('channel')}, {event['country']}), "
         f"event time {event['event_time']}"
     )
-    fired = [r for r in trace["rules"] if r["fired"]]
+    fired = [r for r in trace_rules(trace) if r["fired"]]
     if fired:
         lines.append("Rules that fired:")
         for rule in fired:
@@ -66,15 +73,20 @@ def explanation_lines(trace: dict[str, Any]) -> list[str]:
         )
     lines.append("Reasons: " + (", ".join(trace["reasons"]) or "none (approved)"))
     lines.append("Features:")
-    for feature in trace["features"]:
+    entries = feature_entries(trace)
+    for feature in entries:
+        field = f"({feature['field']})" if feature.get("field") else ""
         lines.append(
-            f"  {feature['name']} = {feature['value']} (window {feature['window_ms'] // 1000} s, "
-            f"as of event time {feature['as_of_event_time']})"
+            f"  {feature['name']} = {feature['value']} ({feature['aggregation']}{field} over "
+            f"{feature['window_ms'] // 1000} s, as of event time {feature['as_of_event_time']})"
         )
-    lines.append(f"Stage times (ms): {json.dumps(trace.get('stage_ms', {}))}")
+    lines.append(f"Stage times (ms): {json.dumps(trace_stage_durations(trace))}")
     job = trace["job"]
+    # A version 2 trace says the rules and view versions once, outside the job block.
+    views = job.get("feature_views") or {f["view"]: f["view_version"] for f in entries}
     lines.append(
-        f"Job {job['name']} code {job['code_version']} config {job['config_digest']} "
-        f"rules {job['rules_version']} views {job['feature_views']}"
+        f"Job {job.get('name')} code {job.get('code_version')} config "
+        f"{job.get('config_digest')} rules {job.get('rules_version', trace.get('rules_version'))}"
+        f" views {views} (trace schema {trace_version(trace)})"
     )
     return lines

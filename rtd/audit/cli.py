@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from decisioning.trace import trace_event
 from rtd.cli_config import ConfigOption, config_or_exit
 from rtd.config import RtdConfig
 
@@ -137,7 +138,7 @@ def search(
     table = Table("decided at (UTC)", "decision_id", "event_id", "card", "amount",
                   "outcome", "score", "path", "reasons")
     for t in traces:
-        event = t["input"]["event"]
+        event = trace_event(t)
         score = "-" if t.get("score") is None else f"{t['score']:.4f}"
         table.add_row(_time(t["decided_at"]), t["decision_id"], t["event_id"],
                       event["card_id"], str(event["amount"]), t["outcome"], score,

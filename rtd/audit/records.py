@@ -1,17 +1,25 @@
 """What the audit store reads from a trace and a decision, keyed on ``schema_version``.
 
-A trace's layout may change (a more compact version 2 is planned: one block per feature
-view, then values). Everything downstream (point index, archive columns, completeness)
-works on ``AuditRow``, so a new layout is one more reader function in ``TRACE_READERS``.
+Traces of two layouts are in the topic: version 1 (a full entry per feature) and the
+compact version 2 (one block per feature view). Everything downstream (point index,
+archive columns, completeness) works on ``AuditRow``, built through the version's
+``TraceLayout`` (decisioning/trace.py), so a new layout is one more entry there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
-from decisioning.trace import STAGES, is_complete
+from decisioning.trace import (
+    STAGES,
+    TRACE_LAYOUTS,
+    TraceLayout,
+    is_complete,
+    trace_version,
+)
 from feature_views.definitions import FEATURE_NAMES
 
 T = TypeVar("T")
@@ -49,13 +57,14 @@ class AuditRow:
     complete: bool
 
 
-def _read_trace_v1(trace: Mapping[str, Any]) -> AuditRow:
-    event = trace["input"]["event"]
+def _trace_row(layout: TraceLayout, trace: Mapping[str, Any]) -> AuditRow:
+    """``trace`` as a row, read through its version's layout (decisioning/trace.py)."""
+    event = layout.event(trace)
     model = trace["model"]
     response, last = model.get("response"), model.get("last_score")
     used = response or last
-    values = {f["name"]: f["value"] for f in trace["features"]}
-    timings = trace.get("timings", {})
+    values = layout.values(trace)
+    timings = layout.timings(trace)
     return AuditRow(
         decision_id=trace["decision_id"],
         event_id=trace["event_id"],
@@ -70,19 +79,21 @@ def _read_trace_v1(trace: Mapping[str, Any]) -> AuditRow:
         model_version=used.get("model_version") if used else None,
         late=bool(trace.get("late")),
         reasons=tuple(trace.get("reasons", ())),
-        rules_fired=tuple(r["id"] for r in trace.get("rules", ()) if r.get("fired")),
+        rules_fired=tuple(r["id"] for r in layout.rules(trace) if r.get("fired")),
         features={name: values.get(name) for name in FEATURE_NAMES},
         timings={stage: timings.get(stage) for stage in STAGES},
         event=event,
-        schema_version=1,
+        schema_version=trace_version(trace),
         code_version=trace.get("job", {}).get("code_version"),
         rules_version=trace.get("rules_version"),
         complete=is_complete(trace, FEATURE_NAMES),
     )
 
 
-# A trace layout is added here, by its schema_version, and nowhere else.
-TRACE_READERS: dict[int, Callable[[Mapping[str, Any]], AuditRow]] = {1: _read_trace_v1}
+# A trace layout is added in decisioning.trace.TRACE_LAYOUTS, by its schema_version, and
+# the store reads it from then on.
+TRACE_READERS: dict[int, Callable[[Mapping[str, Any]], AuditRow]] = {
+    version: partial(_trace_row, layout) for version, layout in TRACE_LAYOUTS.items()}
 
 
 def _reader(readers: Mapping[int, Callable[[Mapping[str, Any]], T]], kind: str,

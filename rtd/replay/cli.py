@@ -121,7 +121,12 @@ def replay(
         "--dataset", help="With --verify: verify this existing dataset, do not replay")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Verify fails on order-dependent and late differences too")] = False,
-    parallelism: Annotated[int, typer.Option("--parallelism", min=1)] = 1,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local: one loop over the live job's feature code, no Flink (the "
+        "fastest on one machine); flink: the bounded Flink job (--parallelism, "
+        "--execution-mode); both compute the same rows")] = "local",
+    parallelism: Annotated[int, typer.Option(
+        "--parallelism", min=1, help="With --engine flink")] = 1,
     execution_mode: Annotated[str, typer.Option(
         "--execution-mode", help="PyFlink mode: process (faster on a quiet machine) or "
         "thread (the live job's default); both compute the same values")] = "process",
@@ -132,9 +137,10 @@ def replay(
         "--json-out", help="Also write the summary (and verify report) as JSON to this file "
         "(a file, not stdout: the JVM may log to stdout)")] = None,
 ) -> None:
-    """Replay `transactions` through the live job's own validation and feature operators
-    (a bounded Flink job) into a Parquet training set, one row per event with every
-    feature, its as-of time and the label known at the cutoff."""
+    """Replay `transactions` through the live job's own validation and feature code
+    (one local loop, or the bounded Flink job with --engine flink) into a Parquet
+    training set, one row per event with every feature, its as-of time and the label
+    known at the cutoff."""
     # Imported here: the runner brings pyarrow.dataset and pandas, about a second of
     # start-up that every other `rtd` command would otherwise pay.
     from rtd.replay.runner import ReplaySettings, run_replay, verify_dataset
@@ -157,7 +163,7 @@ def replay(
             out=dataset, request=request,
             cutoff_ms=parse_start_time(cutoff) if cutoff else None,
             parallelism=parallelism, batch_size=batch_size, overwrite=overwrite,
-            execution_mode=execution_mode,
+            execution_mode=execution_mode, engine=engine,
             progress=progress)
         try:
             summary = run_replay(cfg, settings, console)

@@ -1,10 +1,12 @@
-"""`rtd replay` end to end: resolve the range, read the labels known at the cutoff, run
-the bounded Flink job on a local mini cluster, join, write the dataset, summarise.
+"""`rtd replay` end to end: resolve the range, read the labels known at the cutoff,
+compute the rows, join, write the dataset, summarise.
 
-The job runs in this process's own local Flink mini cluster (PyFlink's default
+Two engines compute the rows from the same feature core. ``local`` (the default): one
+loop in this process over one Kafka consumer (rtd/replay/local_engine.py). ``flink``:
+the bounded Flink job in this process's own local mini cluster (PyFlink's default
 environment), not on the stack's session cluster: a replay is a one-off batch of work
-that should not take the live job's task slots, and its rows come straight back to
-this process, which writes them with pyarrow.
+that should not take the live job's task slots, and its rows come straight back to this
+process, which writes them with pyarrow.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from rtd.replay.dataset import (
     write_dataset,
 )
 from rtd.replay.labels import LabelStats, read_labels
+from rtd.replay.local_engine import run_local
 from rtd.replay.offsets import ReplayRange, ResolvedRange, resolve_range
 from rtd.replay.rows import view_definitions
 from rtd.replay.verify import VerifyReport, compare, parse_traces
 from rtd.topic_reader import iter_all
 
 MANIFEST_VERSION = 1
+ENGINES = ("local", "flink")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class ReplaySettings:
     # beside the mini cluster's JVM, on the second core; on a quiet machine it replayed
     # 16% faster than thread mode (docs/BENCHMARKS.md, "Replay", 2026-12-01).
     execution_mode: str = "process"
+    # local: no Flink, one core (docs/BENCHMARKS.md, "Replay"); flink: the bounded job,
+    # for parallelism beyond one process.
+    engine: str = "local"
     overwrite: bool = False
     progress: bool = True
 
@@ -62,6 +69,7 @@ class ReplaySummary:
     out: Path
     resolved: ResolvedRange
     cutoff_ms: int
+    engine: str = "local"
     rows: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     late: int = 0
@@ -70,8 +78,11 @@ class ReplaySummary:
     label_stats: LabelStats = field(default_factory=LabelStats)
     dates: dict[str, int] = field(default_factory=dict)
     files: int = 0
-    job_s: float = 0.0  # job submission to last collected batch (start-up included)
+    job_s: float = 0.0  # engine start (job submission) to its last row, start-up included
     steady_s: float = 0.0  # first to last collected batch
+    # The local engine's CPU seconds (this process, its consumer threads included): the
+    # figure a loaded machine does not distort. None for Flink (its JVM's CPU is not ours).
+    engine_cpu_s: float | None = None
     total_s: float = 0.0  # the whole command, labels and writing included
 
     @property
@@ -90,8 +101,9 @@ class ReplaySummary:
             "warmup_records": self.resolved.warmup_records, "rows": self.rows,
             "dead_letters": dict(self.dead_letters), "late": self.late,
             "labelled": self.labelled, "fraud": self.fraud, "unlabelled": self.rows - self.labelled,
-            "dates": self.dates, "job_s": round(self.job_s, 2),
+            "dates": self.dates, "job_s": round(self.job_s, 2), "engine": self.engine,
             "steady_s": round(self.steady_s, 2), "total_s": round(self.total_s, 2),
+            "engine_cpu_s": None if self.engine_cpu_s is None else round(self.engine_cpu_s, 2),
             "events_per_s": round(self.events_per_s, 1),
         }
 
@@ -161,7 +173,10 @@ def run_replay(config: RtdConfig, settings: ReplaySettings,
     views = settings.views
     resolved = resolve_range(config, settings.request, views)
     cutoff = settings.cutoff_ms if settings.cutoff_ms is not None else int(time.time() * 1000)
-    summary = ReplaySummary(out=settings.out, resolved=resolved, cutoff_ms=cutoff)
+    if settings.engine not in ENGINES:
+        raise ValueError(f"replay engine {settings.engine!r} not in {ENGINES}")
+    summary = ReplaySummary(out=settings.out, resolved=resolved, cutoff_ms=cutoff,
+                            engine=settings.engine)
     console.print(f"replaying {resolved.records_in_range:,} records of {resolved.topic} "
                   f"(+{resolved.warmup_records:,} warm-up), labels known at {cutoff}")
     labels, summary.label_stats = read_labels(config, cutoff)
@@ -174,8 +189,12 @@ def run_replay(config: RtdConfig, settings: ReplaySettings,
             rate = (rows + dead) / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, completed=rows + dead, rows=rows, dead=dead, rate=rate)
 
-        rows, summary.dead_letters, summary.job_s, summary.steady_s = collect_rows(
-            config, settings, resolved, on_batch)
+        if settings.engine == "local":
+            rows, summary.dead_letters, summary.job_s, summary.steady_s, \
+                summary.engine_cpu_s = run_local(config, views, resolved, on_batch)
+        else:
+            rows, summary.dead_letters, summary.job_s, summary.steady_s = collect_rows(
+                config, settings, resolved, on_batch)
 
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -183,6 +202,7 @@ def run_replay(config: RtdConfig, settings: ReplaySettings,
         "range": resolved.to_json(),
         "cutoff_ms": cutoff,
         "views": view_definitions(views),
+        "engine": settings.engine,
         "job": {"name": config.job.name, "code_version": config.job.code_version,
                 "state_shards": config.job.state_shards,
                 "watermark_delay_ms": config.job.watermark_delay_ms,

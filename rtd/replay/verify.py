@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from decisioning.trace import feature_entries, trace_event
 from feature_views.model import Aggregation, FeatureView
 from feature_views.window_state import ViewComputer, empty_state
 from rtd.replay.rows import view_definitions
@@ -111,9 +112,9 @@ class LiveTrace:
 
 
 def live_trace(doc: Mapping[str, Any]) -> LiveTrace:
-    entries = doc["features"]
+    entries = feature_entries(doc)
     return LiveTrace(
-        event=doc["input"]["event"],
+        event=trace_event(doc),
         partition=doc["input"]["partition"],
         offset=doc["input"]["offset"],
         late=bool(doc["late"]),

@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka import Producer
 
 from bench.audit_traces import decision_and_trace
+from decisioning.trace import trace_event
 from rtd.audit.archive import sql
 from rtd.audit.completeness import read_report
 from rtd.audit.service import archive_path, index_path
@@ -150,9 +151,9 @@ def test_kill_9_mid_stream_then_restart_stores_every_committed_record_once(
     assert decision["decision_id"] in explained.stdout
     missing = rtd("explain", "no-such-event", config_file=config_file)
     assert missing.returncode == 1 and "next offset" in missing.stdout
-    card = trace["input"]["event"]["card_id"]
+    card = trace_event(trace)["card_id"]
     found = rtd("audit", "search", "--card", card, "--json", config_file=config_file)
-    expected = sorted(i for i in range(N) if decision_and_trace(i)[1]["input"]["event"][
+    expected = sorted(i for i in range(N) if trace_event(decision_and_trace(i)[1])[
         "card_id"] == card)
     assert sorted(int(json.loads(line)["event_id"][4:]) for line in
                   found.stdout.splitlines()) == expected

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from decisioning.trace import is_complete
+from decisioning.trace import feature_entries, is_complete, trace_event
 from feature_views.definitions import FEATURE_NAMES
 from rtd.config import PROJECT_ROOT, RtdConfig
 from rtd.simulator.producer import run_simulation
@@ -121,13 +121,13 @@ def test_one_decision_and_trace_per_valid_event_across_a_restart_without_state(
     # card features after the restart are right only if the lost state was rebuilt
     by_card: dict[str, list[dict]] = {}
     for trace in sorted(traces, key=lambda t: t["input"]["offset"]):
-        by_card.setdefault(trace["input"]["event"]["card_id"], []).append(trace)
+        by_card.setdefault(trace_event(trace)["card_id"], []).append(trace)
     for card_traces in by_card.values():
-        events = [t["input"]["event"] for t in card_traces]
+        events = [trace_event(t) for t in card_traces]
         for i, trace in enumerate(card_traces):
             if trace["late"]:
                 continue
-            got = {f["name"]: f["value"] for f in trace["features"]
+            got = {f["name"]: f["value"] for f in feature_entries(trace)
                    if f["view"] == "card_features"}
             assert got == card_features(events[:i], events[i]), trace["event_id"]
 

@@ -14,7 +14,15 @@ from collections import Counter
 import pytest
 
 from decisioning.decision import decide
-from decisioning.trace import is_complete, model_result_from_trace
+from decisioning.rules import Rule
+from decisioning.trace import (
+    feature_entries,
+    is_complete,
+    model_result_from_trace,
+    trace_coherence,
+    trace_event,
+    trace_rules,
+)
 from feature_views.definitions import FEATURE_NAMES
 from rtd.job_submission import submit
 from rtd.simulator.producer import run_simulation
@@ -89,32 +97,34 @@ def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id, 
         trace = by_event[decision["event_id"]]
         assert is_complete(trace, FEATURE_NAMES)
         # card and customer features describe the same moment; freshness is measured
-        assert trace["feature_coherence"]["event_time_skew_ms"] == 0
+        assert trace_coherence(trace)["event_time_skew_ms"] == 0
         assert all(f["freshness_ms"] is not None and f["freshness_ms"] >= 0
-                   for f in trace["features"])
+                   for f in feature_entries(trace))
         model = model_result_from_trace(trace)  # live score, last score or rules only
-        again = decide(trace["input"]["event"], trace["rules"], model, decline_at=0.9,
+        again = decide(trace_event(trace), trace_rules(trace), model, decline_at=0.9,
                        review_at=0.6, late=trace["late"], decided_at=decision["decided_at"])
         assert again == decision
-        # rule inputs in the trace are the recorded feature values
-        values = {f["name"]: f["value"] for f in trace["features"]}
-        for rule in trace["rules"]:
-            for name, value in rule["inputs"].items():
-                assert value == values.get(name, trace["input"]["event"].get(name))
+        # each rule fired exactly when its recorded condition holds for the recorded value
+        for rule in trace_rules(trace):
+            (name, value), = rule["inputs"].items()
+            _, op, constant = rule["when"].split(" ")
+            condition = Rule(id=rule["id"], input=name, op=op, value=float(constant),
+                             outcome=rule["outcome"])
+            assert rule["fired"] == condition.fires(value), (rule, value)
         paths[decision["path"]] += 1
     assert paths["MODEL"] > 0.95 * len(valid_ids), paths
 
     # card features follow the contract: a card's events keep their order in its partition
     by_card: dict[str, list[dict]] = {}
     for event_id in valid_ids:
-        event = by_event[event_id]["input"]["event"]
+        event = trace_event(by_event[event_id])
         by_card.setdefault(event["card_id"], []).append(event)
     for card_events in by_card.values():
         card_events.sort(key=lambda e: by_event[e["event_id"]]["input"]["offset"])
         for i, event in enumerate(card_events):
             if by_event[event["event_id"]]["late"]:
                 continue
-            got = {f["name"]: f["value"] for f in by_event[event["event_id"]]["features"]
+            got = {f["name"]: f["value"] for f in feature_entries(by_event[event["event_id"]])
                    if f["view"] == "card_features"}
             assert got == card_features(card_events[:i], event), event["event_id"]
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from decisioning.trace import feature_values, trace_event, trace_timings
 from operators.keyed_features import shard_of
 from rtd.stack.flink_cluster import FlinkCluster
 from tests.builders import HOUR, MIN, SEC, txn
@@ -88,7 +89,7 @@ def processing_order(traces: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Events in (partition, offset) order: each partition's own order, as processed."""
     ordered = sorted(traces.values(), key=lambda t: (t["input"]["partition"],
                                                      t["input"]["offset"]))
-    return [t["input"]["event"] for t in ordered]
+    return [trace_event(t) for t in ordered]
 
 
 def reference_late(traces: dict[str, dict[str, Any]]) -> set[str]:
@@ -98,7 +99,7 @@ def reference_late(traces: dict[str, dict[str, Any]]) -> set[str]:
     late, newest = set(), {}
     for t in sorted(traces.values(), key=lambda t: (t["input"]["partition"],
                                                     t["input"]["offset"])):
-        p, at = t["input"]["partition"], t["input"]["event"]["event_time"]
+        p, at = t["input"]["partition"], trace_event(t)["event_time"]
         if p in newest and at < newest[p] - DELAY - LATENESS:
             late.add(t["event_id"])
         newest[p] = max(newest.get(p, at), at)
@@ -118,29 +119,29 @@ def certainly_late(traces: dict[str, dict[str, Any]], partitions: int,
 
     The source's order shows in each trace's ``received`` time (validation, right after
     the source)."""
-    by_arrival = sorted(traces.values(), key=lambda t: t["timings"]["received"])
+    by_arrival = sorted(traces.values(), key=lambda t: trace_timings(t)["received"])
     since_start: dict[int, int] = {}
     by_shard: dict[int, dict[int, int]] = defaultdict(dict)
     out, i, j = set(), 0, 0
     for trace in by_arrival:
-        received = trace["timings"]["received"]
-        while i < len(by_arrival) and by_arrival[i]["timings"]["received"] < received - 400:
+        received = trace_timings(trace)["received"]
+        while i < len(by_arrival) and trace_timings(by_arrival[i])["received"] < received - 400:
             other = by_arrival[i]
-            if other["timings"]["received"] > restarted_at:
+            if trace_timings(other)["received"] > restarted_at:
                 p = other["input"]["partition"]
                 since_start[p] = max(since_start.get(p, other["event_time"]),
                                      other["event_time"])
             i += 1
-        while j < len(by_arrival) and by_arrival[j]["timings"]["received"] < received:
+        while j < len(by_arrival) and trace_timings(by_arrival[j])["received"] < received:
             other = by_arrival[j]
-            latest = by_shard[shard_of(other["input"]["event"]["card_id"], shards)]
+            latest = by_shard[shard_of(trace_event(other)["card_id"], shards)]
             p = other["input"]["partition"]
             latest[p] = max(latest.get(p, other["event_time"]), other["event_time"])
             j += 1
         bounds = []
         if len(since_start) == partitions:
             bounds.append(min(since_start.values()) - DELAY)
-        mine = by_shard[shard_of(trace["input"]["event"]["card_id"], shards)]
+        mine = by_shard[shard_of(trace_event(trace)["card_id"], shards)]
         if len(mine) == partitions:
             bounds.append(min(mine.values()) - DELAY - SEC)
         if bounds and trace["event_time"] < max(bounds) - LATENESS:
@@ -232,16 +233,16 @@ def test_backlog_then_live_on_four_partitions_gives_reference_features(local_sta
     expected = all_features(processing_order(traces))
     by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in traces.values():
-        by_customer[t["input"]["event"]["customer_id"]].append(t)
+        by_customer[trace_event(t)["customer_id"]].append(t)
     exact_customers = checked_bounds = 0
     for event_id, trace in traces.items():
         if trace["late"]:
             continue  # decided with the state it finds
-        got = {f["name"]: f["value"] for f in trace["features"]}
+        got = feature_values(trace)
         want = expected[event_id]
         assert {n: got[n] for n in CARD_FEATURES} == {n: want[n] for n in CARD_FEATURES}, \
             (event_id, trace["input"])
-        if trace["input"]["event"]["customer_id"].startswith("solo"):
+        if trace_event(trace)["customer_id"].startswith("solo"):
             assert {n: got[n] for n in CUSTOMER_WINDOWS} == \
                 {n: want[n] for n in CUSTOMER_WINDOWS}, event_id
             exact_customers += 1

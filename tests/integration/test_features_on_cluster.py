@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from decisioning.trace import feature_values, trace_event
 from rtd.simulator.producer import run_simulation
 from tests.integration.model_drills import running_job, wait_decided
 from tests.integration.test_event_time_on_partitions import (
@@ -50,12 +51,12 @@ def test_simulated_stream_on_four_partitions_matches_the_reference(local_stack, 
     expected = all_features(processing_order(traces))
     by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in traces.values():
-        by_customer[t["input"]["event"]["customer_id"]].append(t)
+        by_customer[trace_event(t)["customer_id"]].append(t)
     checked = 0
     for event_id, trace in traces.items():
         if trace["late"]:
             continue
-        got = {f["name"]: f["value"] for f in trace["features"]}
+        got = feature_values(trace)
         assert {n: got[n] for n in CARD_FEATURES} == \
             {n: expected[event_id][n] for n in CARD_FEATURES}, event_id
         for name, (low, high) in customer_bounds(trace, by_customer).items():

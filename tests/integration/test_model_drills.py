@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 
 from decisioning.decision import LAST_SCORE_USED, decide
-from decisioning.trace import is_complete, model_result_from_trace
+from decisioning.trace import (
+    is_complete,
+    model_result_from_trace,
+    trace_event,
+    trace_rules,
+    trace_stage_durations,
+    trace_timings,
+)
 from feature_views.definitions import FEATURE_NAMES
 from rtd.config import RtdConfig
 from rtd.simulator.producer import run_simulation
@@ -50,7 +57,7 @@ def assert_live(d: Decided) -> None:
 def assert_rederivable(d: Decided) -> None:
     """The decision follows from its trace alone, whichever rung of the ladder decided."""
     assert is_complete(d.trace, FEATURE_NAMES)
-    again = decide(d.trace["input"]["event"], d.trace["rules"], model_result_from_trace(d.trace),
+    again = decide(trace_event(d.trace), trace_rules(d.trace), model_result_from_trace(d.trace),
                    decline_at=0.9, review_at=0.6, late=d.trace["late"],
                    decided_at=d.decision["decided_at"])
     assert again == d.decision
@@ -157,7 +164,7 @@ def test_killed_server_goes_rules_only_fast_then_back_to_the_model(
     assert len(fast) > len(decided_b) / 2, Counter(
         d.trace["model"]["fallback_detail"] for d in decided_b.values())
     # Refused at once: the model stage took far less than the client's deadline.
-    model_stage = [d.trace["stage_ms"]["customer_features->scored"] for d in fast]
+    model_stage = [trace_stage_durations(d.trace)["customer_features->scored"] for d in fast]
     assert statistics.median(model_stage) < CLIENT_TIMEOUT_MS / 2, model_stage
 
     # After the restart: unavailable for a while, then the model, and never back.
@@ -208,7 +215,7 @@ def test_new_version_rolls_out_under_load_without_a_failed_decision(
     assert set(versions) == {1, 2} and versions[1] > 0 and versions[2] > 0, versions
     # Calls in flight at the switch may still answer from v1; nothing scored after does.
     # (By the time scored, not decided: a backlog can sit in the network buffers between.)
-    late_v1 = [(d.trace["timings"]["scored"] - switched_at, d.decision["event_id"])
+    late_v1 = [(trace_timings(d.trace)["scored"] - switched_at, d.decision["event_id"])
                for d in decided.values() if d.decision["model_version"] == 1
-               and d.trace["timings"]["scored"] > switched_at + 1_000]
+               and trace_timings(d.trace)["scored"] > switched_at + 1_000]
     assert not late_v1, (len(late_v1), late_v1[:5])

@@ -16,7 +16,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 
 from decisioning.decision import ModelResult, decide
 from decisioning.rules import load_rules
-from decisioning.trace import is_complete
+from decisioning.trace import feature_values, is_complete, trace_event, trace_rules
 from feature_views.definitions import FEATURE_NAMES
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.topology import build_topology
@@ -94,7 +94,7 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
     for event_id, trace in traces.items():
         decision = decisions[event_id]
         assert is_complete(trace, FEATURE_NAMES)
-        got = {f["name"]: f["value"] for f in trace["features"]}
+        got = feature_values(trace)
         if parallelism == 1:
             assert got == expected[event_id], event_id
         else:
@@ -102,7 +102,7 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
             # nobody records: card features exact, customer features within bounds.
             card = {n: v for n, v in expected[event_id].items() if n.startswith("card_")}
             assert {n: got[n] for n in card} == card, event_id
-            e = trace["input"]["event"]
+            e = trace_event(trace)
             mine = [x for x in events if x["customer_id"] == e["customer_id"]]
             before = mine[:mine.index(next(x for x in mine if x["event_id"] == event_id))]
             certain = [x for x in before if x["card_id"] == e["card_id"]]
@@ -111,7 +111,7 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
                 assert low <= got[name] <= high, (event_id, name)
         assert decision["path"] == "RULES_ONLY" and decision["fallback_reason"] == "unavailable"
         # the outcome follows from what the trace recorded
-        replayed = decide(trace["input"]["event"], trace["rules"],
+        replayed = decide(trace_event(trace), trace_rules(trace),
                           ModelResult(None, None, "unavailable"), decline_at=0.9,
                           review_at=0.6, late=decision["late"],
                           decided_at=decision["decided_at"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -10,6 +12,7 @@ from rtd.audit.archive import ArchiveWriter, archived_files, sql
 from rtd.audit.completeness import completeness_report
 from rtd.audit.records import TRACE_READERS, UnknownSchemaVersion, read_trace
 from rtd.audit.store import HOUR_MS, AuditStore, KafkaRecord
+from tests.builders import v1_traces, v2_of_v1
 
 pytestmark = pytest.mark.unit
 TRACES, DECISIONS = "decision-traces", "decisions"
@@ -103,10 +106,31 @@ def test_unreadable_and_unknown_version_records_are_kept_aside(tmp_path):
         assert store.offsets()[(TRACES, 0)] == 2
 
 
-def test_a_new_trace_layout_is_one_reader_function():
-    _, trace = decision_and_trace(1)
-    row = read_trace(trace)
-    assert row.complete and row.schema_version == 1 and 1 in TRACE_READERS
+def test_the_store_reads_version_1_and_version_2_traces_alike(tmp_path):
+    """A v1 trace the job wrote and the v2 trace of the same decision: the same row, the
+    same lookups, search and archive columns, told apart only by schema_version."""
+    assert set(TRACE_READERS) == {1, 2}
+    v1 = v1_traces()[0]
+    v2 = {**v2_of_v1(v1), "decision_id": "d-v2", "event_id": "e-v2"}
+    row1, row2 = read_trace(v1), read_trace(v2)
+    assert (row1.schema_version, row2.schema_version) == (1, 2)
+    assert row1.complete and row2.complete
+    assert replace(row2, decision_id=row1.decision_id, event_id=row1.event_id,
+                   schema_version=1) == row1
+    batch = [KafkaRecord(TRACES, 0, 0, orjson.dumps(v1)), KafkaRecord(TRACES, 0, 1, orjson.dumps(v2))]
+    card = v1["input"]["event"]["card_id"]
+    with AuditStore(tmp_path / "index") as store:
+        ingest(store, batch)
+        assert store.counts["traces"] == 2 and store.counts["incomplete_traces"] == 0
+        assert store.trace("e-v2") == v2 and store.trace(v1["event_id"]) == v1
+        assert {t["event_id"] for t in store.search(card=card)} == {v1["event_id"], "e-v2"}
+        assert ArchiveWriter(store, tmp_path / "archive").flush() == 2
+    columns, rows = sql(tmp_path / "archive",
+                        "SELECT * EXCLUDE (decision_id, event_id, trace_offset) FROM decisions "
+                        "ORDER BY schema_version")
+    differ = [c for c, a, b in zip(columns, *rows, strict=True) if a != b]
+    assert differ == ["schema_version"]
+    assert rows[0][columns.index("card_country_changed_10m")] == 1
 
 
 def test_archive_writes_hourly_files_with_offset_ranges_and_answers_sql(tmp_path):

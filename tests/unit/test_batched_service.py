@@ -11,7 +11,7 @@ from bench.peers.batch_decisions import BatchDecider, InputRecord
 from bench.peers.batched_service import next_batch
 from bench.peers.entity_store import EntityCache, Progress, entity_key
 from decisioning.rules import load_rules
-from decisioning.trace import is_complete
+from decisioning.trace import feature_values, is_complete
 from feature_views.definitions import FEATURE_NAMES
 from serving.predict_calls import ModelCallError
 from tests.builders import MIN, T0, encode, txn
@@ -119,7 +119,7 @@ def test_one_model_call_per_batch_and_a_decision_and_trace_per_valid_event(decid
     assert len(decisions) == len(traces) == 5
     assert [d["path"] for d in decisions] == ["MODEL"] * 5
     assert all(is_complete(t, FEATURE_NAMES) for t in traces)
-    assert [t["features"][0]["value"] for t in traces] == [1, 2, 3, 4, 5]  # card count 1m
+    assert [feature_values(t)["card_txn_count_1m"] for t in traces] == [1, 2, 3, 4, 5]
     assert decider.progress.offsets == {0: 5}
 
 

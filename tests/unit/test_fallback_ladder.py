@@ -7,9 +7,15 @@ import pytest
 from decisioning.decision import LAST_SCORE_USED, LastScore, ModelResult, decide
 from decisioning.fallback_ladder import FallbackLadder, Remembered, Step
 from decisioning.rules import evaluate_rules, load_rules
-from decisioning.trace import build_trace, is_complete, model_result_from_trace
+from decisioning.trace import (
+    build_trace,
+    is_complete,
+    model_result_from_trace,
+    trace_event,
+    trace_rules,
+)
 from feature_views.definitions import ALL_VIEWS, FEATURE_NAMES
-from tests.builders import HOUR, MIN, T0, txn
+from tests.builders import HOUR, MIN, T0, encode, txn
 
 pytestmark = pytest.mark.unit
 
@@ -144,7 +150,8 @@ def trace_for(model: ModelResult) -> tuple[dict, dict]:
                       decided_at=T0 + 5)
     as_of = {v.name: {"as_of_event_time": T0} for v in ALL_VIEWS}
     trace = build_trace(
-        decision=decision, source={"topic": "t", "partition": 0, "offset": 1, "raw": "{}"},
+        decision=decision,
+        source={"topic": "t", "partition": 0, "offset": 1, "raw": encode(event).decode()},
         event=event, views=ALL_VIEWS, features=QUIET, as_of=as_of, rule_results=results,
         rules_version=RULES.version, model_request={"name": "fraud"}, model=model,
         thresholds={"decline": 0.9, "review": 0.6}, timings={}, job={})
@@ -157,7 +164,7 @@ def test_the_trace_records_each_rung_and_rederives_its_decision(model: ModelResu
     decision, trace = trace_for(model)
     assert is_complete(trace, FEATURE_NAMES)
     assert model_result_from_trace(trace).score == model.score
-    again = decide(trace["input"]["event"], trace["rules"], model_result_from_trace(trace),
+    again = decide(trace_event(trace), trace_rules(trace), model_result_from_trace(trace),
                    decline_at=0.9, review_at=0.6, late=False, decided_at=T0 + 5)
     assert again == decision
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from decisioning.trace import feature_entries
+from decisioning.trace import TRACE_SCHEMA_VERSION, view_blocks
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES
 from feature_views.model import HOUR_MS
 from rtd.replay.verify import (
@@ -17,7 +17,7 @@ from rtd.replay.verify import (
     compare,
     live_trace,
 )
-from tests.builders import SEC, T0, txn
+from tests.builders import SEC, T0, encode, txn
 from tests.reference_features import all_features
 
 pytestmark = pytest.mark.unit
@@ -35,9 +35,10 @@ REPLAY_ORDER = [A1[0], B1[0], A1[1], B1[1], A2[0]]  # partition 0 first, then pa
 def trace(event: dict, features: dict, late: bool = False, views=ALL_VIEWS) -> dict:
     partition, offset = PLACE[event["event_id"]]
     as_of = {v.name: {"as_of_event_time": event["event_time"]} for v in views}
-    return {"event_id": event["event_id"], "late": late,
-            "input": {"partition": partition, "offset": offset, "event": event},
-            "features": feature_entries(views, features, as_of)}
+    return {"schema_version": TRACE_SCHEMA_VERSION, "event_id": event["event_id"],
+            "late": late, "event_time": event["event_time"],
+            "input": {"partition": partition, "offset": offset, "raw": encode(event).decode()},
+            "views": view_blocks(views, features, as_of)}
 
 
 def row(event: dict, features: dict, late: bool = False) -> dict:
