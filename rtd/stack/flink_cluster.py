@@ -143,8 +143,14 @@ class FlinkCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         script = flink_home() / "bin" / name
-        return subprocess.run(  # noqa: S603
-            ["bash", str(script), *args], env=self.env(), capture_output=True, text=True,
+        # Its own session, without a controlling terminal: the daemons the script forks
+        # stay in it, so closing the terminal that ran `rtd stack up` (SIGHUP to that
+        # terminal's session) does not reach them. Flink installs its own SIGHUP handler
+        # (it logs "RECEIVED SIGNAL 1: SIGHUP" and shuts down), so the script's nohup
+        # alone does not protect them.
+        return subprocess.run(
+            ["bash", str(script), *args], env=self.env(), capture_output=True, text=True, check=False,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
     # -- lifecycle --------------------------------------------------------------------
@@ -273,7 +279,7 @@ class FlinkCluster:
         requests.patch(f"{self.config.flink.rest_url}/jobs/{job_id}?mode=cancel", timeout=10)
 
     def flink_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603
+        return subprocess.run(
             ["bash", str(flink_home() / "bin" / "flink"), *args],
-            env=self.env(), capture_output=True, text=True, cwd=PROJECT_ROOT,
+            env=self.env(), capture_output=True, text=True, check=False, cwd=PROJECT_ROOT,
         )
