@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.cli import bench
+from bench.drill_cli import drill
 from model_training.cli import train
 from rtd.audit.cli import audit_app
 from rtd.cli_config import ConfigOption, config_or_exit
@@ -28,6 +29,7 @@ app.command("simulate")(simulate)
 app.command("replay")(replay)
 app.command("train")(train)
 app.command("bench")(bench)
+app.command("drill")(drill)
 app.add_typer(audit_app, name="audit")
 console = Console()
 

@@ -87,6 +87,19 @@ class FlinkConfig(_Frozen):
     # covering it completes: about interval + checkpoint duration (docs/BENCHMARKS.md).
     checkpoint_interval_ms: int = Field(default=500, ge=100)
     min_pause_between_checkpoints_ms: int = 100
+    # Failure recovery (docs/RELIABILITY.md has each setting's reason and the drill that
+    # measures it). A lost TaskManager is noticed after heartbeat_interval_ms x Flink's
+    # heartbeat.rpc-failure-threshold (2) when its RPC port is gone (kill -9), or after
+    # heartbeat_timeout_ms when it hangs; Flink's default timeout, 50 s, alone exceeds the
+    # 15 s recovery goal.
+    heartbeat_interval_ms: int = Field(default=2_000, ge=100)
+    heartbeat_timeout_ms: int = Field(default=12_000, ge=1_000)
+    # Restarts back off exponentially from the initial delay to the maximum; the backoff
+    # resets after restart_reset_backoff_ms without a failure, so failures a minute apart
+    # each restart after the initial delay.
+    restart_initial_backoff_ms: int = Field(default=500, ge=0)
+    restart_max_backoff_ms: int = Field(default=10_000, ge=0)
+    restart_reset_backoff_ms: int = Field(default=45_000, ge=1_000)
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "3072m"
     # PyFlink bundle settings (process mode): the main per-record cost lever there (see

@@ -78,7 +78,16 @@ class FlinkCluster:
             "execution.checkpointing.num-retained": 3,
             "python.executable": python,
             "python.client.executable": python,
-            "heartbeat.timeout": 50000,
+            "heartbeat.interval": flink.heartbeat_interval_ms,
+            "heartbeat.timeout": flink.heartbeat_timeout_ms,
+            "restart-strategy.type": "exponential-delay",
+            "restart-strategy.exponential-delay.initial-backoff":
+                f"{flink.restart_initial_backoff_ms} ms",
+            "restart-strategy.exponential-delay.max-backoff": f"{flink.restart_max_backoff_ms} ms",
+            "restart-strategy.exponential-delay.backoff-multiplier": 2.0,
+            "restart-strategy.exponential-delay.reset-backoff-threshold":
+                f"{flink.restart_reset_backoff_ms} ms",
+            "restart-strategy.exponential-delay.jitter-factor": 0.1,
             # Keep the distribution's --add-opens/--add-exports (Java 17 needs them).
             # A JVM that dies in native code (embedded Python) writes its report beside
             # the logs, not into whatever directory the daemon was started from.
