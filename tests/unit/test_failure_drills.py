@@ -40,3 +40,11 @@ def test_publish_replaces_only_its_own_section(tmp_path):
     text = doc.read_text()
     assert "intro" in text and "kills" in text and "second" in text and "first" not in text
     assert text.count("<!-- drill:broker-restart -->") == 1
+
+
+def test_longest_stall_counts_from_the_action():
+    from bench.drills import longest_stall
+
+    assert longest_stall([1_000, 2_000, 9_000, 9_500], 1_500) == 7.0
+    assert longest_stall([1_000, 2_000], 5_000) is None
+    assert longest_stall([1_000, 8_000], 2_000) == 6.0
