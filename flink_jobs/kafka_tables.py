@@ -70,8 +70,8 @@ def event_time_options(config: RtdConfig) -> dict[str, str]:
 
 def _security_options(kafka: KafkaConfig) -> str:
     """The connector's Kafka client security properties (kafka.security), as DDL options
-    each followed by a comma; none for PLAINTEXT. Flink masks the JAAS config (it holds
-    the password) wherever it shows options."""
+    each followed by a comma; none for PLAINTEXT. The JAAS config holds the password
+    (docs/operations.md: where it travels)."""
     return "".join(f"\n  'properties.{_quote(k)}' = '{_quote(v)}',"
                    for k, v in kafka_java_properties(kafka, shaded=True).items())
 
