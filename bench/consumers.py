@@ -34,13 +34,13 @@ def decision_id_of(value: bytes) -> str:
     return str(json.loads(value)["decision_id"])
 
 
-def _observe(bootstrap: str, topic: str, isolation: str, out_file: str,
+def _observe(kafka_conf: dict[str, Any], topic: str, isolation: str, out_file: str,
              counter: Synchronized, ready: Event, stop: Event) -> None:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     keep_meta = isolation == "read_uncommitted"
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **kafka_conf,
         "group.id": f"bench-observer-{isolation}-{topic}",
         "enable.auto.commit": False,
         "isolation.level": isolation,
@@ -94,7 +94,7 @@ class ObserverResult:
 class Observer:
     """One observer process; ``count`` is live, ``stop()`` returns what it saw."""
 
-    def __init__(self, bootstrap: str, topic: str, isolation: str, out_file: Path) -> None:
+    def __init__(self, kafka_conf: dict[str, Any], topic: str, isolation: str, out_file: Path) -> None:
         ctx = mp.get_context("spawn")
         self._counter: Any = ctx.Value("q", 0)
         self._ready = ctx.Event()
@@ -102,7 +102,7 @@ class Observer:
         self.out_file = out_file
         self.process = ctx.Process(
             target=_observe, name=f"bench-observer-{isolation}",
-            args=(bootstrap, topic, isolation, str(out_file), self._counter, self._ready,
+            args=(kafka_conf, topic, isolation, str(out_file), self._counter, self._ready,
                   self._stop),
             daemon=True,
         )

@@ -12,6 +12,7 @@ the events that are due, so Python's timer granularity does not cap the rate.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from rtd.config import RtdConfig
+from rtd.security import kafka_client_properties
 from rtd.simulator.generator import LABEL, TXN, GeneratorSettings, TransactionGenerator
 from rtd.simulator.producer import producer_settings
 
@@ -115,7 +117,7 @@ def create_topics(config: RtdConfig, names: list[str], append_time: set[str]) ->
     LogAppendTime, the broker's clock, which every latency here is measured from."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+    admin = AdminClient(kafka_client_properties(config.kafka))
     existing = set(admin.list_topics(timeout=30).topics)
     wanted = [
         NewTopic(name, num_partitions=config.kafka.partitions, replication_factor=1,
@@ -132,14 +134,12 @@ def delete_topics_containing(config: RtdConfig, marker: str) -> list[str]:
     the internal ones a peer created (Quix changelogs and repartition topics)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+    admin = AdminClient(kafka_client_properties(config.kafka))
     names = [t for t in admin.list_topics(timeout=30).topics if marker in t]
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
+            with contextlib.suppress(Exception):  # best effort clean-up
                 future.result()
-            except Exception:  # noqa: BLE001 - best effort clean-up
-                pass
     return names
 
 

@@ -22,6 +22,7 @@ from bench.presets import Preset, keeps_up, step_rates
 from bench.resources import ResourceSampler, stack_groups
 from bench.systems import OurJob, SystemUnderTest
 from rtd.config import RtdConfig
+from rtd.security import kafka_client_properties
 
 Log = Callable[[str], None]
 WARMUP_RATE = 20.0  # events/s while waiting for a system to start deciding
@@ -70,10 +71,10 @@ def run_system(system: SystemUnderTest, config: RtdConfig, preset: Preset, run_d
     names, append_time = system.topics()
     create_topics(config, names, append_time)
     out = SystemRun(name=system.name, config=config, started_ms=time.time_ns() // 1_000_000)
-    bootstrap = config.kafka.bootstrap_servers
-    uncommitted = Observer(bootstrap, system.decisions_topic, "read_uncommitted",
+    kafka_conf = kafka_client_properties(config.kafka)
+    uncommitted = Observer(kafka_conf, system.decisions_topic, "read_uncommitted",
                            run_dir / f"{system.name}-uncommitted.pickle")
-    committed = Observer(bootstrap, system.decisions_topic, "read_committed",
+    committed = Observer(kafka_conf, system.decisions_topic, "read_committed",
                          run_dir / f"{system.name}-committed.pickle")
     uncommitted.start()
     committed.start()

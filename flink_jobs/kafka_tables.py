@@ -17,7 +17,8 @@ from pyflink.table import StreamTableEnvironment
 from pyflink.table.expressions import col
 
 from flink_jobs.event_time_sql import row_time_sql
-from rtd.config import RtdConfig
+from rtd.config import KafkaConfig, RtdConfig
+from rtd.security import kafka_client_properties, kafka_java_properties
 
 SOURCE_TABLE = "rtd_transactions"
 # The source's columns that the job reads (the row-time column only drives watermarks).
@@ -67,6 +68,14 @@ def event_time_options(config: RtdConfig) -> dict[str, str]:
     return options
 
 
+def _security_options(kafka: KafkaConfig) -> str:
+    """The connector's Kafka client security properties (kafka.security), as DDL options
+    each followed by a comma; none for PLAINTEXT. The JAAS config holds the password
+    (docs/operations.md: where it travels)."""
+    return "".join(f"\n  'properties.{_quote(k)}' = '{_quote(v)}',"
+                   for k, v in kafka_java_properties(kafka, shaded=True).items())
+
+
 def source_ddl(config: RtdConfig, *, bounded_offsets: str | None = None,
                startup: str | None = None, options: Mapping[str, str] | None = None) -> str:
     """The `transactions` source table. The live job passes nothing; a bounded replay
@@ -95,7 +104,7 @@ CREATE TEMPORARY TABLE {SOURCE_TABLE} (
   'connector' = 'kafka',
   'topic' = '{_quote(kafka.topics.transactions)}',
   'properties.bootstrap.servers' = '{_quote(kafka.bootstrap_servers)}',
-  'properties.group.id' = '{_quote(kafka.consumer_group)}',
+  'properties.group.id' = '{_quote(kafka.consumer_group)}',{_security_options(kafka)}
   'properties.isolation.level' = 'read_committed',
   'properties.max.partition.fetch.bytes' = '{kafka.source_max_partition_fetch_bytes}',
   {_STARTUP[startup or config.job.start_from]},
@@ -116,7 +125,7 @@ CREATE TEMPORARY TABLE {table} (
   'connector' = 'kafka',
   'topic' = '{_quote(topic)}',
   'properties.bootstrap.servers' = '{_quote(kafka.bootstrap_servers)}',
-  'properties.transaction.timeout.ms' = '{kafka.transaction_timeout_ms}',
+  'properties.transaction.timeout.ms' = '{kafka.transaction_timeout_ms}',{_security_options(kafka)}
   'properties.compression.type' = '{_quote(kafka.compression_type)}',
   'key.format' = 'raw',
   'key.fields' = 'k',
@@ -146,7 +155,7 @@ def with_topic_partitions(config: RtdConfig) -> RtdConfig:
 
     topic = config.kafka.topics.transactions
     try:
-        admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+        admin = AdminClient(kafka_client_properties(config.kafka))
         found = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
     except Exception as exc:  # noqa: BLE001 - fall back to the configured count
         print(f"partition count of {topic} unknown ({exc}); using kafka.partitions = "

@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor
@@ -44,6 +43,7 @@ from operators.lanes import lane_keys
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
 from rtd.config import ServingConfig
+from rtd.security import serving_channel
 from serving.blocking_batch_client import BlockingBatchClient, Finished
 from serving.model_signature import model_inputs
 from serving.predict_calls import CHANNEL_OPTIONS, breaker_for
@@ -76,7 +76,7 @@ class BatchedScoring(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         self._pending = runtime_context.get_map_state(
             MapStateDescriptor(PENDING_STATE, Types.LONG(), Types.PICKLED_BYTE_ARRAY()))
-        self._channel = grpc.insecure_channel(self.serving.target, options=CHANNEL_OPTIONS)
+        self._channel = serving_channel(self.serving, CHANNEL_OPTIONS)
         self._breaker = breaker_for(self.serving, time.monotonic)
         self._lanes = {}
         # Thread mode: figures pushed into JVM counters (a Python gauge would be called

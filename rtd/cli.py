@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.cli import bench
+from bench.drill_cli import drill
 from model_training.cli import train
 from rtd.audit.cli import audit_app
 from rtd.cli_config import ConfigOption, config_or_exit
@@ -28,6 +29,7 @@ app.command("simulate")(simulate)
 app.command("replay")(replay)
 app.command("train")(train)
 app.command("bench")(bench)
+app.command("drill")(drill)
 app.add_typer(audit_app, name="audit")
 console = Console()
 
@@ -59,14 +61,30 @@ def setup(config: ConfigOption = None) -> None:
 
 
 @stack_app.command("up")
-def stack_up(config: ConfigOption = None) -> None:
+def stack_up(
+    config: ConfigOption = None,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="Kafka on SASL_SSL (SCRAM-SHA-512) and the model server on TLS, "
+        "with a CA, certificates and passwords generated under <stack>/secrets")] = False,
+) -> None:
     """Start Kafka, the model server and the Flink cluster (a no-op for what runs)."""
     from rtd.stack.local_stack import LocalStack
+    from rtd.stack.secrets import ensure_secrets, secured
 
+    cfg = config_or_exit(config)
     try:
-        LocalStack(config_or_exit(config)).up(log=console.print)
+        if secure:
+            cfg = secured(cfg)
+            ensure_secrets(cfg)
+            # Paths only: the passwords stay in their files under <stack>/secrets.
+            secure_file = cfg.stack_path / "secure-config.json"
+            secure_file.write_text(cfg.to_json())
+        LocalStack(cfg).up(log=console.print)
     except StackError as exc:
         raise _fail(exc) from exc
+    if secure:
+        console.print(f"secured: every other command needs --config {secure_file} "
+                      f"(or export RTD_CONFIG={secure_file})")
 
 
 @stack_app.command("down")
@@ -172,7 +190,7 @@ def explain(
     cfg = config_or_exit(config)
     try:
         trace = find_trace(cfg, event_id)
-    except Exception as exc:  # noqa: BLE001 - broker errors get a plain message
+    except Exception as exc:
         raise _fail(RuntimeError(f"reading {cfg.kafka.topics.traces} failed ({exc}); "
                                  "is the stack up? (`rtd stack status`)")) from exc
     if trace is None:
@@ -194,7 +212,9 @@ def console_consumer(
 ) -> None:
     """Run Kafka's own console consumer with --isolation-level read_committed."""
     import shutil
+    import tempfile
 
+    from rtd.security import kafka_java_properties
     from rtd.stack.jars import kafka_classpath_dir
 
     cfg = config_or_exit(config)
@@ -204,7 +224,12 @@ def console_consumer(
            "--bootstrap-server", cfg.kafka.bootstrap_servers, "--topic", topic,
            "--from-beginning", "--isolation-level", "read_committed",
            "--max-messages", str(max_messages), "--property", "print.key=true"]
-    raise typer.Exit(subprocess.call(cmd))  # noqa: S603
+    # Security settings (with the password) go in a file readable by its owner only,
+    # not on the command line, where `ps` would show them.
+    with tempfile.NamedTemporaryFile("w", suffix=".properties") as props:
+        props.write("".join(f"{k}={v}\n" for k, v in kafka_java_properties(cfg.kafka).items()))
+        props.flush()
+        raise typer.Exit(subprocess.call([*cmd, "--consumer.config", props.name]))
 
 
 if __name__ == "__main__":

@@ -35,8 +35,24 @@ class TopicsConfig(_Frozen):
         return [self.transactions, self.labels, self.decisions, self.traces, self.dlq]
 
 
+class KafkaSecurityConfig(_Frozen):
+    """How every Kafka client of the project (job, simulator, CLI, audit, bench)
+    connects; rtd/security.py turns it into client properties. Secrets are never part
+    of the config: the password comes from ``password_file`` or from the environment
+    variable ``password_env``, read when a client is made."""
+
+    protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    username: str | None = None
+    password_file: str | None = None
+    password_env: str = "RTD_KAFKA_PASSWORD"
+    # PEM file of the CA that signed the brokers' certificates; None: the system's CAs.
+    ca_file: str | None = None
+
+
 class KafkaConfig(_Frozen):
     bootstrap_servers: str = "127.0.0.1:9092"
+    security: KafkaSecurityConfig = KafkaSecurityConfig()
     controller_port: int = 9093
     partitions: int = Field(default=4, ge=1)
     topics: TopicsConfig = TopicsConfig()
@@ -71,6 +87,19 @@ class FlinkConfig(_Frozen):
     # covering it completes: about interval + checkpoint duration (docs/BENCHMARKS.md).
     checkpoint_interval_ms: int = Field(default=500, ge=100)
     min_pause_between_checkpoints_ms: int = 100
+    # Failure recovery (docs/RELIABILITY.md has each setting's reason and the drill that
+    # measures it). A lost TaskManager is noticed after heartbeat_interval_ms x Flink's
+    # heartbeat.rpc-failure-threshold (2) when its RPC port is gone (kill -9), or after
+    # heartbeat_timeout_ms when it hangs; Flink's default timeout, 50 s, alone exceeds the
+    # 15 s recovery goal.
+    heartbeat_interval_ms: int = Field(default=2_000, ge=100)
+    heartbeat_timeout_ms: int = Field(default=12_000, ge=1_000)
+    # Restarts back off exponentially from the initial delay to the maximum; the backoff
+    # resets after restart_reset_backoff_ms without a failure, so failures a minute apart
+    # each restart after the initial delay.
+    restart_initial_backoff_ms: int = Field(default=500, ge=0)
+    restart_max_backoff_ms: int = Field(default=10_000, ge=0)
+    restart_reset_backoff_ms: int = Field(default=45_000, ge=1_000)
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "3072m"
     # PyFlink bundle settings (process mode): the main per-record cost lever there (see
@@ -88,8 +117,23 @@ class FlinkConfig(_Frozen):
         return f"http://{self.rest_host}:{self.rest_port}"
 
 
+class ServingTlsConfig(_Frozen):
+    """TLS on the model server's gRPC port. Clients verify the server against
+    ``ca_file`` (None: the system's CAs); the server presents ``cert_file`` with the
+    private key in ``key_file`` (a file, never config text)."""
+
+    enabled: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    # The name the server's certificate is checked against, when it differs from
+    # ``host`` (e.g. a certificate for the service name behind an IP address).
+    server_name: str | None = None
+
+
 class ServingConfig(_Frozen):
     host: str = "127.0.0.1"
+    tls: ServingTlsConfig = ServingTlsConfig()
     port: int = 8500
     model_name: str = "fraud"
     signature_name: str = "serving_default"

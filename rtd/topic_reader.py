@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from rtd.config import RtdConfig
+from rtd.security import kafka_client_properties
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,16 +24,14 @@ class Record:
 
 
 def consumer(config: RtdConfig, isolation: str = "read_committed", **extra: object) -> Consumer:
-    settings = {
-        "bootstrap.servers": config.kafka.bootstrap_servers,
+    return Consumer(kafka_client_properties(config.kafka, **{
         "group.id": f"rtd-reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "isolation.level": isolation,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
-    }
-    settings.update(extra)
-    return Consumer(settings)
+        **extra,
+    }))
 
 
 def _decode(data: bytes | None) -> str | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from rtd.config import ServingConfig
+from rtd.security import serving_aio_channel
 from serving.predict_calls import (
     CHANNEL_OPTIONS,
     REASONS,
@@ -38,8 +39,8 @@ from serving.predict_calls import (
     Reason,
     breaker_for,
     classify_rpc_error,
-    probe_unanswered,
     predict_request,
+    probe_unanswered,
     read_scores,
 )
 from serving.tf_protos import predict_pb2, prediction_service_pb2_grpc
@@ -105,7 +106,7 @@ class BatchingPredictClient:
         if self._loop is None:
             # grpc.aio channels belong to the loop that creates them: create it lazily here.
             self._loop = loop
-            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            self._channel = serving_aio_channel(self.config, CHANNEL_OPTIONS)
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         elif loop is not self._loop:
             raise RuntimeError("BatchingPredictClient is bound to another event loop")

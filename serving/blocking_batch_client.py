@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import grpc
 
 from rtd.config import ServingConfig
+from rtd.security import serving_channel
 from serving.predict_calls import (
     CHANNEL_OPTIONS,
     CircuitBreaker,
@@ -81,7 +82,7 @@ class BlockingBatchClient:
         ``on_call(latency_ms, rows, outcome)`` hears of every call made."""
         self.config = config
         self._owns_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(config.target, options=CHANNEL_OPTIONS)
+        self._channel = channel or serving_channel(config, CHANNEL_OPTIONS)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self.breaker = breaker or breaker_for(config, clock)
         self._clock = clock

@@ -110,9 +110,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_server(
-    store: ModelStore, drills: DrillControl, address: str, *, workers: int = 8
+    store: ModelStore,
+    drills: DrillControl,
+    address: str,
+    *,
+    workers: int = 8,
+    tls: tuple[Path, Path] | None = None,
 ) -> tuple[grpc.Server, int]:
-    """A gRPC server bound to ``address``, not yet started; returns it and its port."""
+    """A gRPC server bound to ``address``, not yet started; returns it and its port.
+    ``tls``: (certificate chain, private key) PEM files; the port then speaks TLS only."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc-worker"),
         options=[
@@ -126,7 +132,11 @@ def build_server(
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(handlers), server)
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            cert, key = (f.read_bytes() for f in tls)
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
     except RuntimeError:  # grpc >= 1.5x raises instead of returning 0
         port = 0
     if port == 0:
@@ -149,6 +159,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds between version scans (file_system_poll_wait_seconds)",
     )
     parser.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
+    parser.add_argument("--tls-cert", type=Path, default=None,
+                        help="PEM certificate chain: serve TLS only (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     parser.add_argument(
         "--grace-s",
         type=float,
@@ -176,6 +189,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        log.error("--tls-cert and --tls-key go together")
+        return 2
     # TF's C++ INFO lines (oneDNN, CPU features) bury the server's own; warnings stay.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     logging.basicConfig(
@@ -198,18 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     store.start()  # loads the current version before the port opens, as TF Serving does
     try:
-        server, port = build_server(store, drills, f"{args.host}:{args.port}", workers=args.workers)
+        server, port = build_server(
+            store, drills, f"{args.host}:{args.port}", workers=args.workers,
+            tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        )
     except OSError as exc:
         log.error("%s", exc)
         store.stop()
         return 1
     server.start()
     log.info(
-        "serving model %s version %s from %s on port %d (pid %d, ready in %.1f s)%s",
+        "serving model %s version %s from %s on port %d%s (pid %d, ready in %.1f s)%s",
         args.model_name,
         store.serving_version,
         args.base_path,
         port,
+        " (TLS)" if args.tls_cert else "",
         os.getpid(),
         time.monotonic() - started,
         f"; drills {baseline}" if baseline.active else "",

@@ -53,6 +53,7 @@ from bench.peers.batch_decisions import BatchDecider, InputRecord, Output
 from bench.peers.entity_store import EntityStore, Progress
 from decisioning.rules import load_rules
 from rtd.config import RtdConfig, load_config
+from rtd.security import kafka_client_properties, serving_channel
 from serving.model_signature import MODEL_INPUT_NAMES
 from serving.predict_calls import (
     CHANNEL_OPTIONS,
@@ -88,7 +89,7 @@ class BatchScorer:
 
     def __init__(self, config: RtdConfig) -> None:
         self.serving = config.serving
-        self.channel = grpc.insecure_channel(config.serving.target, options=CHANNEL_OPTIONS)
+        self.channel = serving_channel(config.serving, CHANNEL_OPTIONS)
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
 
     def __call__(self, rows: Sequence[dict[str, float]]) -> tuple[list[float], int, float]:
@@ -106,11 +107,11 @@ class BatchScorer:
 
 
 def _consumer(config: RtdConfig, group: str) -> Consumer:
-    return Consumer({
-        "bootstrap.servers": config.kafka.bootstrap_servers, "group.id": group,
+    return Consumer(kafka_client_properties(config.kafka, **{
+        "group.id": group,
         "isolation.level": "read_committed", "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10,
-    })
+    }))
 
 
 def _partitions(consumer: Consumer, topic: str) -> list[int]:
@@ -195,12 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     folded = catch_up_state(config, args.input, decider, store, committed)
     print(f"started: committed offsets {committed}, {folded} records folded into state",
           file=sys.stderr, flush=True)
-    producer = Producer({
-        "bootstrap.servers": config.kafka.bootstrap_servers,
+    producer = Producer(kafka_client_properties(config.kafka, **{
         "transactional.id": f"{args.group}-batched-service",
         "transaction.timeout.ms": 60_000, "linger.ms": 5,
         "compression.type": config.kafka.compression_type,
-    })
+    }))
     producer.init_transactions(30)
     consumer.assign([TopicPartition(args.input, p, committed[p]) for p in partitions])
     scorer = BatchScorer(config)

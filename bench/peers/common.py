@@ -19,8 +19,14 @@ import grpc
 from decisioning.decision import ModelResult, decide
 from decisioning.rules import RuleSet, evaluate_rules
 from rtd.config import RtdConfig, ServingConfig
+from rtd.security import serving_channel
 from serving.model_signature import SCORE_OUTPUT, model_inputs
-from serving.tf_protos import make_tensor, predict_pb2, prediction_service_pb2_grpc, tensor_to_floats
+from serving.tf_protos import (
+    make_tensor,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    tensor_to_floats,
+)
 
 _REASON_OF = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "timeout",
@@ -37,7 +43,7 @@ class SyncModelClient:
 
     def __init__(self, serving: ServingConfig) -> None:
         self.serving = serving
-        self.channel = grpc.insecure_channel(serving.target)
+        self.channel = serving_channel(serving)
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.timeout_s = serving.timeout_ms / 1000.0
 

@@ -27,6 +27,7 @@ from decisioning.transaction import Rejection, validate
 from feature_views.definitions import ALL_VIEWS
 from feature_views.window_state import State, ViewComputer, empty_state
 from rtd.config import load_config
+from rtd.security import kafka_client_properties
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     rules = load_rules(config.path(config.rules_file) if config.rules_file else None)
     job = config.job
-    consumer = Consumer({
-        "bootstrap.servers": config.kafka.bootstrap_servers,
+    consumer = Consumer(kafka_client_properties(config.kafka, **{
         "group.id": args.group,
         "auto.offset.reset": "earliest",
-    })
-    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "linger.ms": 5})
+    }))
+    producer = Producer(kafka_client_properties(config.kafka, **{"linger.ms": 5}))
     model = SyncModelClient(config.serving)
     computers = [(view.entity_key, ViewComputer(view)) for view in ALL_VIEWS]
     states: list[dict[str, State]] = [{} for _ in computers]

@@ -45,6 +45,7 @@ from typing import Any
 from quixstreams import Application, State, message_context
 from quixstreams.dataframe.windows import Count, Latest, Sum
 from quixstreams.dataframe.windows.aggregations import Aggregator
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models.serializers import Deserializer, IgnoreMessage, SerializationContext
 
 from bench.peers.common import SyncModelClient, decision_json
@@ -52,6 +53,7 @@ from decisioning.rules import load_rules
 from decisioning.transaction import Rejection, validate
 from feature_views.model import DAY_MS, HOUR_MS, MINUTE_MS
 from rtd.config import RtdConfig, load_config
+from rtd.security import kafka_client_properties
 
 GRACE_MS = 15 * MINUTE_MS
 LAST_SEEN_LOOKBACK_MS = 30 * DAY_MS
@@ -159,7 +161,8 @@ def build_app(config: RtdConfig, args: argparse.Namespace) -> Application:
     rules = load_rules(config.path(config.rules_file) if config.rules_file else None)
     model = SyncModelClient(config.serving)
     app = Application(
-        broker_address=config.kafka.bootstrap_servers,
+        broker_address=ConnectionConfig.from_librdkafka_dict(
+            kafka_client_properties(config.kafka)),
         consumer_group=args.group,
         auto_offset_reset="earliest",
         processing_guarantee="exactly-once",

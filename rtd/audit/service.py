@@ -25,6 +25,7 @@ from rtd.audit.archive import ArchiveWriter
 from rtd.audit.completeness import completeness_report, write_report
 from rtd.audit.store import HOUR_MS, AuditStore, KafkaRecord
 from rtd.config import RtdConfig, load_config
+from rtd.security import kafka_client_properties
 
 log = logging.getLogger("rtd.audit")
 
@@ -47,14 +48,13 @@ class AuditService:
         self.topics = config.kafka.topics
 
     def _consumer(self) -> Consumer:
-        return Consumer({
-            "bootstrap.servers": self.config.kafka.bootstrap_servers,
+        return Consumer(kafka_client_properties(self.config.kafka, **{
             "group.id": self.config.audit.consumer_group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
-        })
+        }))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         stored = self.store.offsets()

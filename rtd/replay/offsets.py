@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from feature_views.model import FeatureView
 from rtd.config import RtdConfig
+from rtd.security import kafka_client_properties
 
 _TIMEOUT_S = 10.0
 
@@ -146,12 +147,11 @@ def resolve_range(config: RtdConfig, request: ReplayRange,
                   views: tuple[FeatureView, ...]) -> ResolvedRange:
     """Ask the broker for each partition's offsets and resolve ``request`` against them."""
     topic = config.kafka.topics.transactions
-    consumer = Consumer({
-        "bootstrap.servers": config.kafka.bootstrap_servers,
+    consumer = Consumer(kafka_client_properties(config.kafka, **{
         "group.id": f"rtd-replay-resolve-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
-    })
+    }))
     try:
         meta = consumer.list_topics(topic, timeout=_TIMEOUT_S)
         info = meta.topics.get(topic)

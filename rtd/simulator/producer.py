@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rtd.config import RtdConfig
+from rtd.security import kafka_client_properties
 from rtd.simulator.generator import (
     LABEL,
     MALFORMED,
@@ -106,8 +107,7 @@ class _Delivery:
 
 def producer_settings(config: RtdConfig) -> dict[str, Any]:
     """librdkafka settings tuned for throughput on a small machine, with no silent loss."""
-    return {
-        "bootstrap.servers": config.kafka.bootstrap_servers,
+    return kafka_client_properties(config.kafka, **{
         "client.id": "rtd-simulator",
         # Retries may neither drop nor duplicate records.
         "enable.idempotence": True,
@@ -123,7 +123,7 @@ def producer_settings(config: RtdConfig) -> dict[str, Any]:
         # Only failures call back into Python: a callback per record halves throughput.
         "delivery.report.only.error": True,
         "logger": _log,
-    }
+    })
 
 
 def check_broker(

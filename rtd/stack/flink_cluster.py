@@ -78,7 +78,16 @@ class FlinkCluster:
             "execution.checkpointing.num-retained": 3,
             "python.executable": python,
             "python.client.executable": python,
-            "heartbeat.timeout": 50000,
+            "heartbeat.interval": flink.heartbeat_interval_ms,
+            "heartbeat.timeout": flink.heartbeat_timeout_ms,
+            "restart-strategy.type": "exponential-delay",
+            "restart-strategy.exponential-delay.initial-backoff":
+                f"{flink.restart_initial_backoff_ms} ms",
+            "restart-strategy.exponential-delay.max-backoff": f"{flink.restart_max_backoff_ms} ms",
+            "restart-strategy.exponential-delay.backoff-multiplier": 2.0,
+            "restart-strategy.exponential-delay.reset-backoff-threshold":
+                f"{flink.restart_reset_backoff_ms} ms",
+            "restart-strategy.exponential-delay.jitter-factor": 0.1,
             # Keep the distribution's --add-opens/--add-exports (Java 17 needs them).
             # A JVM that dies in native code (embedded Python) writes its report beside
             # the logs, not into whatever directory the daemon was started from.
@@ -143,8 +152,14 @@ class FlinkCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         script = flink_home() / "bin" / name
-        return subprocess.run(  # noqa: S603
-            ["bash", str(script), *args], env=self.env(), capture_output=True, text=True,
+        # Its own session, without a controlling terminal: the daemons the script forks
+        # stay in it, so closing the terminal that ran `rtd stack up` (SIGHUP to that
+        # terminal's session) does not reach them. Flink installs its own SIGHUP handler
+        # (it logs "RECEIVED SIGNAL 1: SIGHUP" and shuts down), so the script's nohup
+        # alone does not protect them.
+        return subprocess.run(
+            ["bash", str(script), *args], env=self.env(), capture_output=True, text=True, check=False,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
     # -- lifecycle --------------------------------------------------------------------
@@ -273,7 +288,7 @@ class FlinkCluster:
         requests.patch(f"{self.config.flink.rest_url}/jobs/{job_id}?mode=cancel", timeout=10)
 
     def flink_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603
+        return subprocess.run(
             ["bash", str(flink_home() / "bin" / "flink"), *args],
-            env=self.env(), capture_output=True, text=True, cwd=PROJECT_ROOT,
+            env=self.env(), capture_output=True, text=True, check=False, cwd=PROJECT_ROOT,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -10,8 +11,10 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from rtd.config import RtdConfig
+from rtd.security import kafka_client_properties, kafka_password
 from rtd.stack.jars import kafka_classpath_dir
 from rtd.stack.processes import ManagedProcess, StackError, port_open, wait_until
+from rtd.stack.secrets import ADMIN_USER, ensure_secrets
 
 LOG4J2 = """status = warn
 appender.file.type = Console
@@ -51,15 +54,13 @@ class KafkaBroker:
         kafka = self.config.kafka
         self.home.mkdir(parents=True, exist_ok=True)
         ctrl = kafka.controller_port
-        self.properties_file.write_text("\n".join([
+        fd = os.open(self.properties_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:  # owner only: a secured broker's holds a password
+            out.write("\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{self.host}:{ctrl}",
-            f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{ctrl}",
-            f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            *self._listener_lines(),
             f"log.dirs={self.home / 'data'}",
             f"num.partitions={kafka.partitions}",
             "offsets.topic.replication.factor=1",
@@ -72,8 +73,64 @@ class KafkaBroker:
             "auto.create.topics.enable=false",
             "log.retention.hours=168",
             "",
-        ]))
+            ]))
         (self.home / "log4j2.properties").write_text(LOG4J2)
+
+    @property
+    def secure(self) -> bool:
+        return self.config.kafka.security.protocol == "SASL_SSL"
+
+    def _listener_lines(self) -> list[str]:
+        ctrl = self.config.kafka.controller_port
+        if not self.secure:
+            return [
+                f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{ctrl}",
+                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+            ]
+        # Clients and the broker itself on SASL_SSL with SCRAM; the controller listener on
+        # TLS with client certificates required (KRaft cannot use SCRAM there: the
+        # credentials live in the metadata it serves), so only a holder of a certificate
+        # of the stack's CA, i.e. the broker, reaches it.
+        s = ensure_secrets(self.config)
+        admin = s.admin_password.read_text().strip()
+        return [
+            f"listeners=SASL_SSL://{self.host}:{self.port},CONTROLLER://{self.host}:{ctrl}",
+            f"advertised.listeners=SASL_SSL://{self.host}:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name=SASL_SSL",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            ("listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+             "org.apache.kafka.common.security.scram.ScramLoginModule required "
+             f'username="{ADMIN_USER}" password="{admin}";'),
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={s.kafka_keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={s.ca_cert}",
+            "ssl.endpoint.identification.algorithm=https",
+            "listener.name.controller.ssl.client.auth=required",
+        ]
+
+    def _scram_users(self) -> list[str]:
+        """StorageTool arguments that create the SCRAM users with the log dir: the
+        broker's own (inter-broker) and the clients' (kafka.security.username)."""
+        if not self.secure:
+            return []
+        security = self.config.kafka.security
+        if not security.username:
+            raise StackError("kafka.security.protocol is SASL_SSL: set kafka.security.username")
+        s = ensure_secrets(self.config)
+        users = [(ADMIN_USER, s.admin_password.read_text().strip()),
+                 (security.username, kafka_password(security))]
+        args = []
+        for name, password in users:
+            args += ["--add-scram",
+                     f"{security.sasl_mechanism}=[name={name},password={password}]"]
+        return args
 
     def _java(self, main: str, *args: str) -> list[str]:
         java = shutil.which("java")
@@ -86,16 +143,27 @@ class KafkaBroker:
         ]
 
     def _format_storage(self) -> None:
+        # SCRAM users are created with the log dir: a dir formatted for another protocol
+        # or user would leave the clients without a credential.
+        formatted_for = self.home / "formatted-for"
+        wanted = f"{self.config.kafka.security.protocol} {self.config.kafka.security.username}"
         if (self.home / "data" / "meta.properties").exists():
+            found = formatted_for.read_text().strip() if formatted_for.exists() else "PLAINTEXT None"
+            if found != wanted:
+                raise StackError(
+                    f"the Kafka data in {self.home / 'data'} was set up for {found!r}, not "
+                    f"{wanted!r}: run `rtd stack down` and delete {self.home}, or use "
+                    "another stack_dir")
             return
         cluster_id = uuid.uuid4().hex[:22]
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                       "-c", str(self.properties_file)),
-            capture_output=True, text=True,
+                       "-c", str(self.properties_file), *self._scram_users()),
+            capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
             raise StackError(f"formatting the Kafka log dir failed:\n{result.stdout}{result.stderr}")
+        formatted_for.write_text(wanted + "\n")
 
     def running(self) -> bool:
         return self.process.pid() is not None and port_open(self.host, self.port)
@@ -125,7 +193,7 @@ class KafkaBroker:
         return self.process.stop(timeout_s=30)
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.config.kafka.bootstrap_servers})
+        return AdminClient(kafka_client_properties(self.config.kafka))
 
     def create_topics(self) -> list[str]:
         admin = self.admin()
@@ -147,7 +215,7 @@ class KafkaBroker:
         for name, future in admin.create_topics(wanted, operation_timeout=30).items():
             try:
                 future.result()
-            except Exception as exc:  # noqa: BLE001 - a racing create is fine
+            except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise StackError(f"creating topic {name} failed: {exc}") from exc
         return [t.topic for t in wanted]

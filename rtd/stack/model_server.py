@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from rtd.config import PROJECT_ROOT, RtdConfig
+from rtd.security import tls_server_files
 from rtd.stack.processes import ManagedProcess, StackError, port_open, wait_until
 
 
@@ -41,6 +42,7 @@ class ModelServer:
             "--port", str(s.port),
             "--host", s.host,
             "--poll-interval", str(s.poll_interval_s),
+            *self._tls_args(),
             *extra_args,
         ], cwd=PROJECT_ROOT)
         wait_until(lambda: port_open(s.host, s.port) or self.process.pid() is None, 120,
@@ -48,6 +50,12 @@ class ModelServer:
         if self.process.pid() is None:
             raise StackError("the model server exited at start. Log:\n" + self.process.tail(40))
         return True
+
+    def _tls_args(self) -> list[str]:
+        if not self.config.serving.tls.enabled:
+            return []
+        cert, key = tls_server_files(self.config.serving)
+        return ["--tls-cert", cert, "--tls-key", key]
 
     def stop(self) -> bool:
         return self.process.stop(timeout_s=20)

@@ -86,3 +86,15 @@ def test_topics_created_are_the_contracts() -> None:
     topics = RtdConfig().kafka.topics
     for topic in topics.all():
         assert re.search(rf"\b{re.escape(topic)}\b", script), topic
+
+
+def test_flink_recovery_settings_match_the_local_stack() -> None:
+    from rtd.stack.flink_cluster import FlinkCluster
+
+    properties = compose()["x-flink-common"]["environment"]["FLINK_PROPERTIES"]
+    prod = dict(line.split(": ", 1) for line in properties.splitlines()
+                if line and not line.lstrip().startswith("#"))
+    local = FlinkCluster(RtdConfig())._settings()
+    for key in ("heartbeat.interval", "heartbeat.timeout", "execution.checkpointing.num-retained",
+                *(k for k in local if k.startswith("restart-strategy"))):
+        assert str(local[key]) == prod[key], key
