@@ -415,16 +415,6 @@ def test_builders_make_contract_events() -> None:
     assert json.loads(encode(b)) == b and b" " not in encode(b)
 
 
-def test_generator_is_fast_enough() -> None:
-    gen = TransactionGenerator(GeneratorSettings(start_time_ms=T0))
-    started = time.perf_counter()
-    for _ in gen.stream(20_000):
-        pass
-    rate = 20_000 / (time.perf_counter() - started)
-    # The target is > 50,000/s; the bound leaves room for a loaded CI machine.
-    assert rate > 15_000, f"{rate:,.0f} events/s"
-
-
 def test_start_time_parsing_and_broker_check_need_no_broker() -> None:
     from confluent_kafka import Producer
 
