@@ -60,7 +60,9 @@ class Finished:
 
 
 @dataclass(slots=True)
-class _Queued:
+class Queued:
+    """A row waiting to be sent: its tag, inputs, when it was queued, its deadline."""
+
     tag: Hashable
     inputs: Mapping[str, float]
     queued_at: float
@@ -89,7 +91,7 @@ class BlockingBatchClient:
         self._timeout_s = config.timeout_ms / 1000.0
         self._window_s = config.batch_window_ms / 1000.0
         self._max_batch = config.max_batch_size
-        self._queue: list[_Queued] = []
+        self._queue: list[Queued] = []
         self._input_names: tuple[str, ...] | None = None
 
     @property
@@ -109,7 +111,7 @@ class BlockingBatchClient:
         if not self.breaker.admits_row():
             return [Finished(tag, None, ModelCallError("unavailable", "circuit breaker open"))]
         now = self._clock()
-        self._queue.append(_Queued(tag, inputs, now, now + self._timeout_s))
+        self._queue.append(Queued(tag, inputs, now, now + self._timeout_s))
         if len(self._queue) >= self._max_batch:
             return self._send()
         return []

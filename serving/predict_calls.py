@@ -21,18 +21,12 @@ import grpc
 
 from rtd.config import ServingConfig
 from serving.model_signature import SCORE_OUTPUT
+from serving.predict_relay import CHANNEL_OPTIONS  # noqa: F401 - the clients import it here
 from serving.tf_protos import make_tensor, predict_pb2, tensor_to_floats
 
 Reason = Literal["timeout", "unavailable", "error"]
 REASONS: tuple[Reason, ...] = ("timeout", "unavailable", "error")
 
-# Reconnect quickly once the server is back: gRPC's default backoff grows to 120 s, far
-# longer than the breaker's reset, so a healed server would stay unreachable.
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
-]
 
 
 class ModelCallError(Exception):
