@@ -52,13 +52,11 @@ from operators.keyed_features import ShardFeatures
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
 from rtd.config import ServingConfig
-from serving.blocking_batch_client import BlockingBatchClient, Finished
 from serving.model_signature import model_inputs
-from serving.pipelined_batch_client import PipelinedBatchClient
+from serving.pipelined_batch_client import Finished, PipelinedBatchClient
 
 PENDING_STATE = "customer-shard-pending-v1"
 FEATURES_STAGE = "features"
-SCORING_STAGE = "model_scoring"
 # Long.MAX_VALUE: the watermark that ends an input fires this timer.
 END_OF_INPUT = 2**63 - 1
 
@@ -84,7 +82,7 @@ class CustomerShardFunction(KeyedProcessFunction):
         errors = runtime_context.get_metrics_group().add_group("rtd").add_group(
             "internal_errors")
         self._feature_errors = errors.counter(FEATURES_STAGE)
-        self._client: PipelinedBatchClient | BlockingBatchClient | None = None
+        self._client: PipelinedBatchClient | None = None
         if self.scoring is None:
             return
         self._pending = runtime_context.get_map_state(
@@ -95,11 +93,7 @@ class CustomerShardFunction(KeyedProcessFunction):
         # Thread mode: figures pushed into JVM counters (operators/metric_values.py).
         self._metrics = ScoringMetrics(runtime_context.get_metrics_group(),
                                        lambda: self._breaker_open(), push=True)
-        # max_in_flight 0: blocking calls on the task thread (measured against, in
-        # docs/BENCHMARKS.md); both clients have the same interface.
-        self._client = PipelinedBatchClient(self.scoring, on_call=self._metrics.on_call) \
-            if self.scoring.max_in_flight > 0 \
-            else BlockingBatchClient(self.scoring, on_call=self._metrics.on_call)
+        self._client = PipelinedBatchClient(self.scoring, on_call=self._metrics.on_call)
         if self.decider is not None:
             self.decider.open(runtime_context)
             self._ladder_metrics = LadderMetrics(runtime_context)

@@ -42,11 +42,6 @@ def shard_of(entity_key: str, shards: int) -> int:
     return zlib.crc32(entity_key.encode("utf-8")) % shards
 
 
-def scoped_key(scope: str, key: str) -> str:
-    """(customer id, card id) as one unambiguous string: the scope's length first."""
-    return f"{len(scope)}:{scope}{key}"
-
-
 def state_descriptor(view: FeatureView) -> MapStateDescriptor:
     descriptor = MapStateDescriptor(
         f"{view.name}-v{view.version}", Types.STRING(), Types.PICKLED_BYTE_ARRAY()
@@ -59,22 +54,15 @@ def state_descriptor(view: FeatureView) -> MapStateDescriptor:
 
 
 class _View:
-    __slots__ = ("computer", "entities", "key_field", "latest_timer", "scope_field", "view")
+    __slots__ = ("computer", "entities", "latest_timer", "view")
 
-    def __init__(self, view: FeatureView, scope_field: str | None, store: Any,
-                 capacity: int) -> None:
+    def __init__(self, view: FeatureView, store: Any, capacity: int) -> None:
         self.view = view
         self.computer = ViewComputer(view)
-        self.key_field = view.entity_key
-        self.scope_field = scope_field
         self.entities = WorkingSet(store, capacity)
         # Per shard, the latest expiry timer set since (re)start; after a restore the
         # checkpointed timers stand, and the first record of a shard sets one again.
         self.latest_timer: dict[int, int] = {}
-
-    def key(self, event: dict[str, Any]) -> str:
-        key = event[self.key_field]
-        return key if self.scope_field is None else scoped_key(event[self.scope_field], key)
 
 
 class ShardFeatures:
@@ -90,6 +78,10 @@ class ShardFeatures:
 
     def __init__(self, views: tuple[FeatureView, FeatureView], allowed_lateness_ms: int,
                  partitions: int, delay_ms: int, idleness_ms: int, capacity: int) -> None:
+        card_view, customer_view = views
+        if card_view.scope != customer_view.entity_key or customer_view.scope is not None:
+            raise ValueError(f"{card_view.name} must be scoped to {customer_view.entity_key}, "
+                             f"the key of {customer_view.name}, the operator's shard key")
         self.views = views
         self.allowed_lateness_ms = allowed_lateness_ms
         self.partitions = partitions
@@ -98,11 +90,10 @@ class ShardFeatures:
         self.capacity = capacity
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        card_view, customer_view = self.views
+        card_view = self.views[0]
         self._views = tuple(
-            _View(view, scope, runtime_context.get_map_state(state_descriptor(view)),
-                  self.capacity)
-            for view, scope in ((card_view, customer_view.entity_key), (customer_view, None)))
+            _View(view, runtime_context.get_map_state(state_descriptor(view)), self.capacity)
+            for view in self.views)
         self._watermarks = ShardWatermarks(
             self.partitions, self.delay_ms,
             runtime_context.get_state(ValueStateDescriptor(PROGRESS_STATE,
@@ -134,7 +125,7 @@ class ShardFeatures:
         lateness = self.allowed_lateness_ms
         for view in self._views:
             computer = view.computer
-            key = view.key(event)
+            key = view.view.state_key(event)
             state = view.entities.get(key)
             if state is None:
                 state = empty_state()

@@ -101,8 +101,8 @@ class ServingConfig(_Frozen):
     batch_window_ms: float = Field(default=2.0, ge=0)
     max_batch_size: int = Field(default=64, ge=1)
     # Thread mode: Predict calls out at once (serving/pipelined_batch_client.py); the
-    # task thread goes on while they are. 0: blocking calls on the task thread
-    # (serving/blocking_batch_client.py), each idling it for a whole round trip.
+    # task thread goes on while they are. 0: it waits for each answer, idle for the
+    # call's whole round trip, as a blocking client does.
     max_in_flight: int = Field(default=2, ge=0)
     # Process mode: records in flight in PyFlink's async operator.
     async_capacity: int = Field(default=256, ge=1)

@@ -1,9 +1,16 @@
 """The thread-mode model client: rows batched on the caller's thread, calls made by a
 relay process (serving/predict_relay.py), answers collected without blocking.
 
-The blocking client (serving/blocking_batch_client.py) keeps the task thread idle for
-each call's whole round trip, which caps the job at about one batch per round trip.
-Here a batch leaves as a serialised ``PredictRequest`` on the relay's pipe and the task
+PyFlink's thread mode has no ``AsyncFunction``, and a Python operator there can emit
+only from its own ``process_element`` and ``on_timer`` calls, on the task's thread. It
+also runs the job's Python inside the TaskManager JVM (PEMJA), where gRPC in-process is
+a hazard twice over: its future calls start Python threads (with them the TaskManager
+died in native code: a SIGSEGV under a timer callback, a fatal "GIL is released" at job
+cancel), and a blocking call from the fused operator deadlocked on its first answer
+(gRPC's ``PyGILState_Ensure`` found another thread state than the one PEMJA runs the
+task with, and waited for the GIL its own thread held: seen with gdb, 2026-12-02). A
+blocking call also keeps the task thread idle for a whole round trip, which caps the job
+at about one batch per round trip. So no gRPC runs in the TaskManager: a batch leaves as a serialised ``PredictRequest`` on the relay's pipe and the task
 thread goes on: it computes other records' features, whose rows form the next batch,
 and picks up answers whenever it comes back (``add``, ``poll``). So:
 
@@ -16,7 +23,8 @@ and picks up answers whenever it comes back (``add``, ``poll``). So:
 - ``flush()`` sends everything and waits for every answer (the end of an input).
 
 While calls are out, rows pile up in the queue, so rows per call grow with load up to
-``max_batch_size``. Deadlines, fallback reasons and the circuit breaker are those of the
+``max_batch_size``. ``max_in_flight`` 0 waits for each call's answer right after sending
+it, as a blocking client would (kept to measure against: docs/BENCHMARKS.md). Deadlines, fallback reasons and the circuit breaker are those of the
 other clients (serving/predict_calls.py): each row has ``timeout_ms`` from being queued,
 the call carries the oldest row's remaining time as its gRPC deadline, and a call not
 answered by then (plus ``ANSWER_GRACE_S`` for the pipe) fails its rows as ``timeout``.
@@ -35,7 +43,6 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 from rtd.config import ServingConfig
-from serving.blocking_batch_client import Finished, Queued
 from serving.predict_calls import (
     CircuitBreaker,
     ModelCallError,
@@ -53,6 +60,8 @@ from serving.tf_protos import predict_pb2
 ANSWER_GRACE_S = 0.05
 # The first calls' expected round trip, until calls have been timed.
 INITIAL_CALL_S = 0.005
+# The shortest wait before looking again for an answer that is late.
+MIN_RECHECK_S = 0.002
 # How long a starting relay may take to import gRPC and open its channel.
 RELAY_START_S = 30.0
 
@@ -69,6 +78,25 @@ def python_executable() -> str:
         if os.access(candidate, os.X_OK):
             return candidate
     return "python3"
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """One row's result: a prediction, or the error that sends it to the fallback ladder."""
+
+    tag: Hashable
+    prediction: Prediction | None
+    error: ModelCallError | None
+
+
+@dataclass(slots=True)
+class Queued:
+    """A row waiting to be sent: its tag, inputs, when it was queued, its deadline."""
+
+    tag: Hashable
+    inputs: Mapping[str, float]
+    queued_at: float
+    deadline: float
 
 
 @dataclass(slots=True)
@@ -183,6 +211,7 @@ class PipelinedBatchClient:
         self._timeout_s = config.timeout_ms / 1000.0
         self._window_s = config.batch_window_ms / 1000.0
         self._max_batch = config.max_batch_size
+        self._blocking = config.max_in_flight == 0
         self._max_in_flight = max(1, config.max_in_flight)
         self._queue: list[Queued] = []
         self._input_names: tuple[str, ...] | None = None
@@ -235,14 +264,21 @@ class PipelinedBatchClient:
         return finished
 
     def due_in(self) -> float | None:
-        """Seconds until ``poll()`` has work; None when no row is queued or out."""
+        """Seconds until ``poll()`` has work; None when no row is queued or out.
+
+        For a call out: its expected answer (the moving average of round trips), and once
+        that has passed, half the time it has been out, at least ``MIN_RECHECK_S``: a
+        late answer is looked for a few times, not every millisecond (each look is a
+        timer, a Python entry)."""
         now = self._clock()
         waits = []
         if self._queue and len(self._in_flight) < self._max_in_flight:
             waits.append(self._queue[0].queued_at + self._window_s - now)
         if self._in_flight:
             first = min(c.started for c in self._in_flight.values())
-            waits.append(first + self._call_s - now)
+            expected = first + self._call_s - now
+            waits.append(expected if expected > 0
+                         else max(MIN_RECHECK_S, (now - first) / 2))
         if not waits:
             return None if not self._queue else self._call_s
         return max(0.0, min(waits))
@@ -295,6 +331,11 @@ class PipelinedBatchClient:
             return self._failed(_Call(batch, started, started + remaining, probe),
                                 ModelCallError("error", f"{type(exc).__name__}: {exc}"))
         self._in_flight[call_id] = _Call(batch, started, started + remaining, probe)
+        if self._blocking:  # idle until the answer, as a blocking call would be
+            finished: list[Finished] = []
+            while self._in_flight:
+                finished += self._collect(self._wait_for_answer())
+            return finished
         return []
 
     def _collect(self, wait_s: float) -> list[Finished]:

@@ -1,9 +1,10 @@
 """A child process that makes the job's Predict calls, so the task thread need not wait.
 
 In thread mode the job's Python runs inside the TaskManager JVM (PEMJA), where Python
-threads of our own are a hazard (serving/blocking_batch_client.py: with gRPC's future
-calls the TaskManager died in native code). A blocking call, though, keeps the task
-thread idle for a whole round trip. So the thread-mode client
+threads of our own, and gRPC itself, are a hazard (serving/pipelined_batch_client.py:
+with gRPC's future calls the TaskManager died in native code, and a blocking call
+deadlocked on the GIL). A blocking call also keeps the task thread idle for a whole
+round trip. So the thread-mode client
 (serving/pipelined_batch_client.py) hands each serialised ``PredictRequest`` to this
 process over a pipe and reads the answers back without blocking; the threads that wait
 on gRPC are here, outside the JVM.

@@ -11,8 +11,7 @@ import grpc
 import pytest
 
 from rtd.config import ServingConfig
-from serving.blocking_batch_client import Finished
-from serving.pipelined_batch_client import PipelinedBatchClient
+from serving.pipelined_batch_client import Finished, PipelinedBatchClient
 from tests.unit.fake_predictions import SERVER_THREADS, fake_server, socket_port
 
 pytestmark = pytest.mark.unit
@@ -178,3 +177,18 @@ def test_on_call_hears_every_call_with_its_rows() -> None:
         client.close()
     assert [(n, o) for _, n, o in calls] == [(3, None), (2, None)]
     assert all(ms >= 0 for ms, _, _ in calls)
+
+
+def test_max_in_flight_0_waits_for_each_answer_like_a_blocking_call() -> None:
+    with fake_server() as (service, port):
+        service.delay_s = 0.05
+        client = PipelinedBatchClient(config(port, max_in_flight=0))
+        client.add("a", row(1.0))
+        answered = client.poll()  # sent and waited for
+        client.add("b", row(2.0))
+        client.add("c", row(3.0))
+        rest = client.poll()
+        client.close()
+    assert [(f.tag, f.prediction is not None) for f in answered] == [("a", True)]
+    assert sorted(f.tag for f in rest) == ["b", "c"]  # type: ignore[type-var]
+    assert service.batch_sizes == [1, 2]
