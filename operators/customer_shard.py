@@ -57,6 +57,8 @@ from serving.pipelined_batch_client import Finished, PipelinedBatchClient
 
 PENDING_STATE = "customer-shard-pending-v1"
 FEATURES_STAGE = "features"
+# The longest a timer waits for an answer when no record came in since the last one.
+IDLE_WAIT_S = 0.02
 # Long.MAX_VALUE: the watermark that ends an input fires this timer.
 END_OF_INPUT = 2**63 - 1
 
@@ -83,6 +85,7 @@ class CustomerShardFunction(KeyedProcessFunction):
             "internal_errors")
         self._feature_errors = errors.counter(FEATURES_STAGE)
         self._client: PipelinedBatchClient | None = None
+        self._elements = self._elements_at_timer = 0  # records seen; as at the last timer
         if self.scoring is None:
             return
         self._pending = runtime_context.get_map_state(
@@ -109,6 +112,7 @@ class CustomerShardFunction(KeyedProcessFunction):
     def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
                         ) -> Iterator[Any]:
         shard = ctx.get_current_key()
+        self._elements += 1
         if not has_failed(value):  # an earlier stage failed on it: on to the dead letters
             try:
                 self.features.apply(value, shard, ctx)
@@ -157,6 +161,12 @@ class CustomerShardFunction(KeyedProcessFunction):
         if state.timer_at is not None and timestamp >= state.timer_at:
             state.timer_at = None
         self._route(client.poll())
+        idle = self._elements == self._elements_at_timer
+        self._elements_at_timer = self._elements
+        if idle and state.records and not state.ready:
+            # No record came in since the last timer: the task thread has nothing else
+            # to do, so it waits for the answer here rather than at a later timer.
+            self._route(client.wait(IDLE_WAIT_S))
         yield from self._emit(state)
         self._arm(state, ctx)
 

@@ -104,7 +104,8 @@ class ShardFeatures:
         # Pushed, not gauges: operators/metric_values.py.
         self._published = [
             {name: PublishedValue(rtd.add_group(v.view.name), name)
-             for name in ("entities_in_memory", "working_set_hits", "working_set_misses")}
+             for name in ("entities_in_memory", "working_set_hits", "working_set_misses",
+                          "working_set_miss_us")}
             for v in self._views]
         self._publish = Throttle(1.0)
 
@@ -159,6 +160,7 @@ class ShardFeatures:
             published["entities_in_memory"].set(len(view.entities))
             published["working_set_hits"].set(view.entities.hits)
             published["working_set_misses"].set(view.entities.misses)
+            published["working_set_miss_us"].set(int(view.entities.miss_seconds * 1e6))
 
     def expire(self, timestamp: int) -> None:
         """Drop the current shard's entities that can no longer affect any window."""

@@ -14,13 +14,14 @@ that entity's shard, as ``MapState`` needs.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 
 class WorkingSet:
-    __slots__ = ("_capacity", "_lru", "_store", "hits", "misses")
+    __slots__ = ("_capacity", "_lru", "_store", "hits", "miss_seconds", "misses")
 
     def __init__(self, store: Any, capacity: int) -> None:
         if capacity < 1:
@@ -30,6 +31,7 @@ class WorkingSet:
         self._lru: OrderedDict[str, Any] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.miss_seconds = 0.0  # time spent reading the store on misses: a miss's cost
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -43,7 +45,9 @@ class WorkingSet:
             self.hits += 1
             return state
         self.misses += 1
+        started = time.perf_counter()
         state = self._store.get(key)
+        self.miss_seconds += time.perf_counter() - started
         if state is not None:
             self._hold(key, state)
         return state

@@ -283,6 +283,13 @@ class PipelinedBatchClient:
             return None if not self._queue else self._call_s
         return max(0.0, min(waits))
 
+    def wait(self, max_s: float) -> list[Finished]:
+        """Answers, waiting up to ``max_s`` for the first (the caller has nothing else
+        to do)."""
+        if not self._in_flight:
+            return []
+        return self._collect(min(max_s, self._wait_for_answer()))
+
     def flush(self) -> list[Finished]:
         """Send everything queued and wait for every answer (the end of an input)."""
         finished: list[Finished] = []
