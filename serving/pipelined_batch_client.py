@@ -18,7 +18,9 @@ and picks up answers whenever it comes back (``add``, ``poll``). So:
   when fewer than ``max_in_flight`` calls are out, and when all are out ``add`` waits for
   the first answer: that wait is the job's back-pressure on a saturated model;
 - ``poll()`` returns the rows of answered calls, and sends the queue once its first row
-  has waited ``batch_window_ms`` and a call slot is free;
+  has waited ``batch_window_ms`` and a call slot is free; when the first row has waited
+  a tenth of its deadline and every slot is still taken, it waits for a slot (rows then
+  wait upstream, in Flink's buffers, not against their deadline);
 - ``due_in()`` says when ``poll()`` next has work, so the operator can set a timer;
 - ``flush()`` sends everything and waits for every answer (the end of an input).
 
@@ -60,6 +62,9 @@ from serving.tf_protos import predict_pb2
 ANSWER_GRACE_S = 0.05
 # The first calls' expected round trip, until calls have been timed.
 INITIAL_CALL_S = 0.005
+# Share of a row's deadline it may wait queued behind busy call slots before the caller
+# waits for a slot rather than take more rows.
+STARVED_SHARE = 0.1
 # The shortest wait before looking again for an answer that is late.
 MIN_RECHECK_S = 0.002
 # How long a starting relay may take to import gRPC and open its channel.
@@ -257,6 +262,12 @@ class PipelinedBatchClient:
         """Answers that came in; sends the queue once its first row has waited the
         batching window and a call slot is free."""
         finished = self._collect(0.0)
+        if (self._queue and len(self._in_flight) >= self._max_in_flight
+                and self._clock() - self._queue[0].queued_at >= self._timeout_s * STARVED_SHARE):
+            # The model is the bottleneck: rather than let queued rows run out of time
+            # behind the calls out, wait for a slot (back-pressure, as a blocking call).
+            while len(self._in_flight) >= self._max_in_flight:
+                finished += self._collect(self._wait_for_answer())
         while (self._queue and len(self._in_flight) < self._max_in_flight
                and (len(self._queue) >= self._max_batch
                     or self._clock() - self._queue[0].queued_at >= self._window_s)):

@@ -192,3 +192,20 @@ def test_max_in_flight_0_waits_for_each_answer_like_a_blocking_call() -> None:
     assert [(f.tag, f.prediction is not None) for f in answered] == [("a", True)]
     assert sorted(f.tag for f in rest) == ["b", "c"]  # type: ignore[type-var]
     assert service.batch_sizes == [1, 2]
+
+
+def test_rows_starved_behind_busy_slots_make_the_caller_wait_instead_of_timing_out() -> None:
+    """A slow model back-pressures the caller: queued rows do not run out of time."""
+    with fake_server() as (service, port):
+        service.delay_s = 0.15
+        client = PipelinedBatchClient(config(port, timeout_ms=400, max_batch_size=64))
+        client.add("first", row(1.0))
+        client.poll()  # the one slot is taken for 150 ms
+        client.add("queued", row(2.0))
+        time.sleep(0.05)  # past a tenth of its 400 ms deadline, behind the busy slot
+        finished = client.poll()  # waits for the slot, then sends "queued"
+        finished += drive(client)
+        client.close()
+    assert sorted((f.tag, f.prediction is not None) for f in finished) == [  # type: ignore[type-var]
+        ("first", True), ("queued", True)]
+    assert service.batch_sizes == [1, 1]
