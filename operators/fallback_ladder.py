@@ -1,9 +1,9 @@
 """The fallback ladder's Flink shell: the card's last live model score in keyed state.
 
 Only in the job when the last-score rung is on (``serving.last_score_max_age_ms`` > 0,
-off by default): then it runs after scoring, keyed by ``shard_of(card_id, job.state_shards)``,
-with the same state layout as operators/keyed_features.py and for the same reason: in
-PyFlink's process mode a keyed-state read the Python-side cache cannot serve is a
+off by default): then it runs after scoring, keyed by ``shard_of(card_id, job.state_shards)``
+(the card's last score is state per card, and the scoring operator is keyed by customer).
+In PyFlink's process mode a keyed-state read the Python-side cache cannot serve is a
 blocking round trip to the JVM, and card ids miss that cache almost always. So each shard
 keeps its cards in one ``MapState`` (card id -> last live score), loaded into memory by
 the shard's first record after (re)start; from then on reads come from memory and only
