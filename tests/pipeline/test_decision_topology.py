@@ -61,11 +61,16 @@ def scenario() -> tuple[list[dict], list[bytes]]:
     return events, malformed
 
 
-@pytest.mark.parametrize("mode, parallelism", [("thread", 1), ("process", 1), ("thread", 2)])
+@pytest.mark.parametrize("mode, parallelism, last_score_ms", [
+    ("thread", 1, 0), ("process", 1, 0), ("thread", 2, 0),
+    ("thread", 1, 600_000),  # the opt-in last-score rung: its own operator, keyed by card
+])
 def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mode,
-                                                                      parallelism):
+                                                                      parallelism,
+                                                                      last_score_ms):
     events, malformed = scenario()
-    config = load_config(None, serving={"port": 1, "timeout_ms": 200},
+    config = load_config(None, serving={"port": 1, "timeout_ms": 200,
+                                        "last_score_max_age_ms": last_score_ms},
                          flink={"parallelism": parallelism, "bundle_time_ms": 5},
                          job={"execution_mode": mode}, kafka={"partitions": 1})
     conf = job_configuration(config)
