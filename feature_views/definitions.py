@@ -12,8 +12,11 @@ from feature_views.model import DAY_MS, HOUR_MS, MINUTE_MS, Aggregation, Feature
 CARD_FEATURES = FeatureView(
     name="card_features",
     entity_key="card_id",
-    version=1,
-    description="Velocity and behaviour per card",
+    # v2: scoped to the customer (a card seen under a second customer has a separate
+    # history there: docs/contract.md, "Features"); v1 counted a card across customers.
+    version=2,
+    scope="customer_id",
+    description="Velocity and behaviour per card (of its customer)",
     features=(
         Feature("card_txn_count_1m", Aggregation.COUNT, MINUTE_MS),
         Feature("card_txn_count_1h", Aggregation.COUNT, HOUR_MS),

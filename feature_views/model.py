@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -74,6 +76,18 @@ class FeatureView:
     # may be before it is flagged late.
     watermark_delay_ms: int = 5_000
     allowed_lateness_ms: int = 60_000
+    # An event field the entity is scoped to: state is per (scope value, entity key).
+    # The card view is scoped to the customer, so its state lives beside the customer's
+    # in one keyed operator (operators/keyed_features.py).
+    scope: str | None = None
+
+    def state_key(self, event: Mapping[str, Any]) -> str:
+        """The key of ``event``'s entity state: the entity key, within its scope."""
+        key = event[self.entity_key]
+        if self.scope is None:
+            return key
+        scope = event[self.scope]
+        return f"{len(scope)}:{scope}{key}"  # unambiguous: the scope's length first
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]

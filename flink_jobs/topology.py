@@ -5,17 +5,20 @@ production wires Kafka tables to both ends, tests may wire collections.
 
 raw (per-partition event-time watermarks, generated in the Kafka source:
      flink_jobs/kafka_tables.py) -> validate (dead letters to a side output)
-    -> key by card_id: card features -> key by customer_id: customer features
-    -> batched model scoring -> key by card_id: fallback ladder (the card's last
-       score when the live call failed) -> decide + trace
+    -> key by the customer's shard: card and customer features, batched model
+       scoring and decide + trace, in one operator (operators/customer_shard.py)
+
+One shuffle per event: a card belongs to one customer, so both feature views' state
+lives under the customer's shard (operators/keyed_features.py), and scoring and deciding
+happen where the features are. Two variants add stages:
+- the last-score rung of the fallback ladder, opt-in (``serving.last_score_max_age_ms``
+  > 0): its state is per card, so scored records are keyed again by the card's shard
+  (operators/fallback_ladder.py) before a decide operator;
+- process mode (``job.execution_mode``, job-wide in PyFlink): PyFlink's async operator
+  scores (operators/scoring.py) between the feature operator and the decide operator.
 
 A record any stage fails on is marked and passed on; the decide stage sends it to the
 dead letters with reason internal_error (operators/failures.py).
-
-Model scoring depends on the job's execution mode (``job.execution_mode``, job-wide in
-PyFlink): in thread mode a keyed operator per lane with a durable queue
-(operators/batched_scoring.py), in process mode PyFlink's async operator
-(operators/scoring.py). Both batch concurrent records into one Predict call.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ from pyflink.datastream import AsyncDataStream, DataStream
 from decisioning.rules import RuleSet
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from feature_views.model import FeatureView
-from operators.batched_scoring import BatchedScoring, lane_of
-from operators.decide import INTERNAL_ERROR_TAG, TRACE_TAG, DecideAndTrace
+from operators.customer_shard import CustomerShardFunction
+from operators.decide import INTERNAL_ERROR_TAG, TRACE_TAG, DecideAndTrace, Decider
 from operators.fallback_ladder import FallbackLadderFunction
-from operators.keyed_features import FeatureViewFunction, shard_of
+from operators.keyed_features import ShardFeatures, shard_of
 from operators.scoring import ScoreWithModel
 from operators.validation import DLQ_TAG, KEY_VALUE_ROW, ValidateEvents
 from rtd.config import RtdConfig
+
+RECORDS = Types.PICKLED_BYTE_ARRAY()
 
 
 @dataclass(frozen=True)
@@ -58,38 +63,38 @@ def job_info(config: RtdConfig, rules: RuleSet) -> dict[str, Any]:
     }
 
 
+def shard_features(
+    config: RtdConfig,
+    views: tuple[FeatureView, FeatureView] = (CARD_FEATURES, CUSTOMER_FEATURES),
+) -> ShardFeatures:
+    job = config.job
+    return ShardFeatures(views, job.allowed_lateness_ms, partitions=config.kafka.partitions,
+                         delay_ms=job.watermark_delay_ms, idleness_ms=job.idleness_ms,
+                         capacity=job.working_set_entities)
+
+
+def by_customer_shard(validated: DataStream, config: RtdConfig,
+                      views: tuple[FeatureView, FeatureView]) -> Any:
+    customer_key = views[1].entity_key
+    shards = config.job.state_shards
+    return validated.key_by(lambda r: shard_of(r["event"][customer_key], shards),
+                            key_type=Types.INT())
+
+
 def build_features(
     validated: DataStream,
     config: RtdConfig,
     views: tuple[FeatureView, FeatureView] = (CARD_FEATURES, CUSTOMER_FEATURES),
 ) -> DataStream:
-    """The keyed feature operators: the part the live job and the replay share, so both
-    compute features with the same code and state. ``views``: the card view (keyed by
-    its entity key, flags late events) and the customer view; any declared features are
-    computed, no operator code names them. Watermarks come with ``validated`` from the
-    source, per Kafka partition (flink_jobs/kafka_tables.py)."""
-    card_view, customer_view = views
-    job = config.job
-    records = Types.PICKLED_BYTE_ARRAY()
-    shards = job.state_shards
-    partitions = config.kafka.partitions
-    card_key, customer_key = card_view.entity_key, customer_view.entity_key
-    card = validated.key_by(lambda r: shard_of(r["event"][card_key], shards), key_type=Types.INT()) \
-        .process(FeatureViewFunction(card_view, job.allowed_lateness_ms,
-                                     stage="card_features", flags_late=True,
-                                     partitions=partitions, delay_ms=job.watermark_delay_ms,
-                                     idleness_ms=job.idleness_ms),
-                 output_type=records) \
-        .uid("card-features").name("Card features")
-
-    return card.key_by(lambda r: shard_of(r["event"][customer_key], shards),
-                       key_type=Types.INT()) \
-        .process(FeatureViewFunction(customer_view, job.allowed_lateness_ms,
-                                     stage="customer_features", flags_late=False,
-                                     partitions=partitions, delay_ms=job.watermark_delay_ms,
-                                     idleness_ms=job.idleness_ms),
-                 output_type=records) \
-        .uid("customer-features").name("Customer features")
+    """The feature operator alone: the part the live job and the replay share, so both
+    compute features with the same code and state. ``views``: the card view (its state
+    scoped to the customer; flags late events) and the customer view, whose entity key
+    is the shard's; any declared features are computed, no operator code names them.
+    Watermarks come with ``validated`` from the source, per Kafka partition
+    (flink_jobs/kafka_tables.py)."""
+    return by_customer_shard(validated, config, views) \
+        .process(CustomerShardFunction(shard_features(config, views)), output_type=RECORDS) \
+        .uid("customer-shard-features").name("Features (card + customer)")
 
 
 def validate_events(raw: DataStream, config: RtdConfig) -> tuple[DataStream, DataStream]:
@@ -100,44 +105,50 @@ def validate_events(raw: DataStream, config: RtdConfig) -> tuple[DataStream, Dat
     return validated, validated.get_side_output(DLQ_TAG)
 
 
-def score(features: DataStream, config: RtdConfig) -> DataStream:
-    """Records with their ``model`` result (a live score or a fallback reason)."""
-    records = Types.PICKLED_BYTE_ARRAY()
-    if config.job.execution_mode == "thread":
-        parallelism = config.flink.parallelism
-        return features.key_by(lambda r: lane_of(r["event"]["card_id"], parallelism),
-                               key_type=Types.INT()) \
-            .process(BatchedScoring(config.serving), output_type=records) \
-            .uid("model-scoring-batched").name("Model scoring (batched)")
-    return AsyncDataStream.unordered_wait(
-        features,
-        ScoreWithModel(config.serving),
-        Time.milliseconds(config.job.async_operator_timeout_ms),
-        capacity=config.serving.async_capacity,
-        output_type=records,
-    ).uid("model-scoring").name("Model scoring (async, batched)")
-
-
 def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Outputs:
     rules.check_inputs(FEATURE_NAMES)
     validated, rejected = validate_events(raw, config)
-    customer = build_features(validated, config)
+    decider = Decider(rules, config.thresholds, ALL_VIEWS, job_info(config, rules))
+    last_score_rung = config.serving.last_score_max_age_ms > 0
+    views = (CARD_FEATURES, CUSTOMER_FEATURES)
 
-    scored = score(customer, config)
+    decisions: DataStream
+    if config.job.execution_mode == "thread":
+        keyed = by_customer_shard(validated, config, views)
+        if not last_score_rung:
+            decisions = keyed.process(
+                CustomerShardFunction(shard_features(config), config.serving, decider),
+                output_type=KEY_VALUE_ROW,
+            ).uid("decide-by-customer").name("Features, scoring, decision")
+            return _outputs(decisions, rejected)
+        scored = keyed.process(CustomerShardFunction(shard_features(config), config.serving),
+                               output_type=RECORDS) \
+            .uid("score-by-customer").name("Features and scoring")
+    else:
+        scored = AsyncDataStream.unordered_wait(
+            build_features(validated, config),
+            ScoreWithModel(config.serving),
+            Time.milliseconds(config.job.async_operator_timeout_ms),
+            capacity=config.serving.async_capacity,
+            output_type=RECORDS,
+        ).uid("model-scoring").name("Model scoring (async, batched)")
 
-    # Keyed by the card's shard, like the feature operators (see keyed_features.py).
-    shards = config.job.state_shards
-    laddered = scored.key_by(lambda r: shard_of(r["event"]["card_id"], shards),
-                             key_type=Types.INT()) \
-        .process(FallbackLadderFunction(config.serving.last_score_max_age_ms,
-                                        config.job.allowed_lateness_ms),
-                 output_type=Types.PICKLED_BYTE_ARRAY()) \
-        .uid("fallback-ladder").name("Fallback ladder (last score per card)")
-
-    decisions = laddered.process(
-        DecideAndTrace(rules, config.thresholds, ALL_VIEWS, job_info(config, rules)),
-        output_type=KEY_VALUE_ROW,
+    if last_score_rung:
+        # The card's last live score is state per card: keyed by the card's shard.
+        shards = config.job.state_shards
+        scored = scored.key_by(lambda r: shard_of(r["event"]["card_id"], shards),
+                               key_type=Types.INT()) \
+            .process(FallbackLadderFunction(config.serving.last_score_max_age_ms,
+                                            config.job.allowed_lateness_ms),
+                     output_type=RECORDS) \
+            .uid("fallback-ladder").name("Fallback ladder (last score per card)")
+    decisions = scored.process(
+        DecideAndTrace(decider, count_ladder=not last_score_rung), output_type=KEY_VALUE_ROW,
     ).uid("decide-and-trace").name("Decide and trace")
+    return _outputs(decisions, rejected)
+
+
+def _outputs(decisions: DataStream, rejected: DataStream) -> Outputs:
     traces = decisions.get_side_output(TRACE_TAG)
     dead_letters = rejected.union(decisions.get_side_output(INTERNAL_ERROR_TAG))
     return Outputs(decisions=decisions, traces=traces, dead_letters=dead_letters)

@@ -1,4 +1,10 @@
-"""Decision and trace for each scored record: two explicit outputs, two sinks."""
+"""Decision and trace for each scored record: two explicit outputs, two sinks.
+
+``Decider`` is the decide stage's core, used by the customer-shard operator, which
+decides where it scores (operators/customer_shard.py), and by ``DecideAndTrace``, the
+stage's own operator after the opt-in last-score rung (operators/fallback_ladder.py) or
+PyFlink's async scorer (process mode).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from decisioning.trace import build_trace
 from feature_views.model import FeatureView
 from operators.clock import now_ms
 from operators.failures import has_failed, internal_error_row, mark_failed
+from operators.fallback_ladder import LadderMetrics
 from operators.validation import KEY_VALUE_ROW
 from rtd.config import ThresholdsConfig
 
@@ -24,7 +31,7 @@ INTERNAL_ERROR_TAG = OutputTag("internal-errors", KEY_VALUE_ROW)
 STAGE = "decide"
 
 
-class DecideAndTrace(ProcessFunction):
+class Decider:
     """Main output: (card_id, decision JSON). Side output: (decision_id, trace JSON)."""
 
     def __init__(
@@ -48,8 +55,8 @@ class DecideAndTrace(ProcessFunction):
             for p in ("MODEL", "RULES_ONLY")
         }
 
-    def process_element(self, value: dict[str, Any], ctx: ProcessFunction.Context
-                        ) -> Iterator[Any]:
+    def outputs(self, value: dict[str, Any]) -> Iterator[Any]:
+        """The decision and its trace, or the record's dead letter."""
         if not has_failed(value):
             try:
                 decision, decision_json, trace_json = self._decide(value)
@@ -98,3 +105,22 @@ class DecideAndTrace(ProcessFunction):
             job=self.job_info,
         )
         return decision, orjson.dumps(decision), orjson.dumps(trace)
+
+
+class DecideAndTrace(ProcessFunction):
+    """``count_ladder``: no fallback-ladder operator runs before this one, so this one
+    counts what it would have (operators/fallback_ladder.py, ``LadderMetrics``)."""
+
+    def __init__(self, decider: Decider, count_ladder: bool) -> None:
+        self.decider = decider
+        self.count_ladder = count_ladder
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.decider.open(runtime_context)
+        self._ladder = LadderMetrics(runtime_context) if self.count_ladder else None
+
+    def process_element(self, value: dict[str, Any], ctx: ProcessFunction.Context
+                        ) -> Iterator[Any]:
+        if self._ladder is not None and not has_failed(value):
+            self._ladder.without_ladder(value["model"])
+        yield from self.decider.outputs(value)

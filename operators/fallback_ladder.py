@@ -1,8 +1,9 @@
 """The fallback ladder's Flink shell: the card's last live model score in keyed state.
 
-Runs after the async scoring operator, keyed by ``shard_of(card_id, job.state_shards)``,
-with the same state layout as operators/keyed_features.py and for the same reason: in
-PyFlink's process mode a keyed-state read the Python-side cache cannot serve is a
+Only in the job when the last-score rung is on (``serving.last_score_max_age_ms`` > 0,
+off by default): then it runs after scoring, keyed by ``shard_of(card_id, job.state_shards)``
+(the card's last score is state per card, and the scoring operator is keyed by customer).
+In PyFlink's process mode a keyed-state read the Python-side cache cannot serve is a
 blocking round trip to the JVM, and card ids miss that cache almost always. So each shard
 keeps its cards in one ``MapState`` (card id -> last live score), loaded into memory by
 the shard's first record after (re)start; from then on reads come from memory and only
@@ -74,6 +75,31 @@ class _Shard:
         self.since_sweep = 0
 
 
+class LadderMetrics:
+    """Group ``rtd.fallback_ladder``: the rung each record took and live-call failures by
+    cause (counters the totals, meters the rate). Also kept where the last-score rung is
+    off and this operator is not in the job (operators/customer_shard.py)."""
+
+    def __init__(self, runtime_context: RuntimeContext) -> None:
+        group = runtime_context.get_metrics_group().add_group("rtd").add_group("fallback_ladder")
+        self.group = group
+        self.steps = {step: group.counter(step.value) for step in Step}
+        self._failed = {reason: group.counter(f"live_call_{reason}") for reason in
+                        FALLBACK_REASONS}
+        self._failed_rate = {reason: group.meter(f"live_call_{reason}_per_s", 60)
+                             for reason in FALLBACK_REASONS}
+
+    def live_call(self, model: ModelResult) -> None:
+        if model.fallback_reason is not None:
+            self._failed[model.fallback_reason].inc()
+            self._failed_rate[model.fallback_reason].mark_event()
+
+    def without_ladder(self, model: ModelResult) -> None:
+        """A record decided with the last-score rung off."""
+        self.live_call(model)
+        self.steps[Step.LIVE if model.score is not None else Step.DISABLED].inc()
+
+
 class FallbackLadderFunction(KeyedProcessFunction):
     """Replaces a failed live call's ``ModelResult`` by the card's recent last score."""
 
@@ -89,14 +115,10 @@ class FallbackLadderFunction(KeyedProcessFunction):
         self._map = runtime_context.get_map_state(state_descriptor()) \
             if self._ladder.enabled else None
         self._shards = {}
-        group = runtime_context.get_metrics_group().add_group("rtd").add_group("fallback_ladder")
-        self._steps = {step: group.counter(step.value) for step in Step}
+        self._metrics = LadderMetrics(runtime_context)
+        group = self._metrics.group
+        self._steps = self._metrics.steps
         self._last_score_rate = group.meter("last_score_used_per_s", time_span_in_seconds=60)
-        # Live-call failures by cause: the counters are the totals, the meters the rate.
-        self._failed = {reason: group.counter(f"live_call_{reason}") for reason in
-                        FALLBACK_REASONS}
-        self._failed_rate = {reason: group.meter(f"live_call_{reason}_per_s", 60)
-                             for reason in FALLBACK_REASONS}
         # Pushed, not a gauge: operators/metric_values.py.
         self._cards_remembered = PublishedValue(group, "cards_remembered")
         self._publish = Throttle(1.0)
@@ -124,12 +146,10 @@ class FallbackLadderFunction(KeyedProcessFunction):
         ladder = self._ladder
         assert ladder is not None
         model: ModelResult = value["model"]
-        if model.fallback_reason is not None:
-            self._failed[model.fallback_reason].inc()
-            self._failed_rate[model.fallback_reason].mark_event()
         if not ladder.enabled:
-            self._steps[Step.LIVE if model.score is not None else Step.DISABLED].inc()
+            self._metrics.without_ladder(model)
             return
+        self._metrics.live_call(model)
         event = value["event"]
         card = event["card_id"]
         shard = self._shard(ctx.get_current_key())

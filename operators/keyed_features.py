@@ -1,22 +1,22 @@
-"""One keyed operator per feature view: state in, features out, expiry on event time.
+"""Card and customer features of a record in one keyed context: the customer's shard.
 
-Why shards: in PyFlink's process mode every keyed-state read that the Python-side cache
-cannot serve is a blocking round trip to the JVM, and with card or customer ids nearly
-every event is such a miss (a new or long-unseen key). Profiling showed the worker
-waiting on those reads. So the stream is keyed by a shard of the entity key
-(``crc32(key) % state_shards``) and each shard keeps its entities in one ``MapState``
-(entity key -> compact window state). The first event of a shard after (re)start loads
-the shard's entries in one iteration; from then on the operator reads entities from
-memory and only writes through to the MapState, whose writes PyFlink batches per bundle.
-Flink state stays the source of truth: checkpoints and restores see every write, and a
-restarted operator reloads shards from it. Memory holds the live entities of the shards
-this subtask owns, bounded by the event-time expiry below.
+A card belongs to one customer, so both views' state can live under the customer's
+shard (``crc32(customer_id) % job.state_shards``) and one keyed operator computes both,
+with no shuffle between them. The card view's state is scoped to the customer: its key
+is (customer id, card id), so a card seen under a second customer starts a separate
+history there (docs/contract.md, "Features").
+
+State: per view, one ``MapState`` per shard (entity key -> compact window state) in
+RocksDB, the store of record that checkpoints and restores see; every write goes through
+to it. In Python only a bounded working set of recently used entities stays
+(operators/working_set.py, ``job.working_set_entities`` per view): a miss reads the
+store. Expiry is on event time: one timer per shard and minute sweeps the shard's stored
+entities that can no longer affect any window.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 from pyflink.common import Types
@@ -24,28 +24,22 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from feature_views.model import MINUTE_MS, FeatureView
-from feature_views.window_state import State, ViewComputer, empty_state
+from feature_views.window_state import ViewComputer, empty_state
 from operators.clock import now_ms
-from operators.failures import has_failed, mark_failed
 from operators.metric_values import PublishedValue, Throttle
 from operators.shard_watermarks import NO_WATERMARK, PartitionGate, ShardWatermarks
 from operators.state_ttl import safety_ttl
+from operators.working_set import WorkingSet
 
 # Expiry timers are rounded up to this granularity: one timer per shard and minute.
 TIMER_GRANULARITY_MS = MINUTE_MS
 # Processing-time TTL only as a memory safety net: expiry proper is on event time.
 SAFETY_TTL_DAYS = 45
+PROGRESS_STATE = "customer-shard-partition-progress-v1"
 
 
 def shard_of(entity_key: str, shards: int) -> int:
     return zlib.crc32(entity_key.encode("utf-8")) % shards
-
-
-def progress_descriptor(view: FeatureView) -> ValueStateDescriptor:
-    """Per shard: the highest event time processed from each partition
-    (operators/shard_watermarks.py)."""
-    return ValueStateDescriptor(f"{view.name}-v{view.version}-partition-progress",
-                                Types.PICKLED_BYTE_ARRAY())
 
 
 def state_descriptor(view: FeatureView) -> MapStateDescriptor:
@@ -53,130 +47,126 @@ def state_descriptor(view: FeatureView) -> MapStateDescriptor:
         f"{view.name}-v{view.version}", Types.STRING(), Types.PICKLED_BYTE_ARRAY()
     )
     # ReturnExpiredIfNotCleanedUp on purpose: PyFlink turns off its Python-side state
-    # caches for NeverReturnExpired TTL state, making every write a blocking round trip
-    # to the JVM (measured: the main cost of this operator). Window semantics do not
-    # depend on this TTL; event-time expiry below decides what an event sees.
+    # caches for NeverReturnExpired TTL state (process mode: every write a blocking
+    # round trip). Window semantics do not depend on this TTL; event-time expiry does.
     descriptor.enable_time_to_live(safety_ttl(SAFETY_TTL_DAYS))
     return descriptor
 
 
-class FeatureViewFunction(KeyedProcessFunction):
-    """Computes ``view``'s features for each record; keyed by ``shard_of(entity key)``.
+class _View:
+    __slots__ = ("computer", "entities", "latest_timer", "view")
 
-    ``flags_late``: this operator (the first keyed one) decides whether the event is
-    late, i.e. behind the watermark by more than the allowed lateness. ``partitions``,
-    ``delay_ms`` and ``idleness_ms``: the source topic's partition count, the watermark
-    delay and the idleness timeout (operators/shard_watermarks.py).
+    def __init__(self, view: FeatureView, store: Any, capacity: int) -> None:
+        self.view = view
+        self.computer = ViewComputer(view)
+        self.entities = WorkingSet(store, capacity)
+        # Per shard, the latest expiry timer set since (re)start; after a restore the
+        # checkpointed timers stand, and the first record of a shard sets one again.
+        self.latest_timer: dict[int, int] = {}
+
+
+class ShardFeatures:
+    """Both views' features for records keyed by the customer's shard.
+
+    ``views``: the card view (state scoped to the customer), then the customer view (its
+    entity key is the shard's); the first view flags late events, i.e. behind the
+    watermark by more than the allowed lateness. ``partitions``, ``delay_ms`` and
+    ``idleness_ms``: the source topic's partition count, the watermark delay and the
+    idleness timeout (operators/shard_watermarks.py). ``capacity``: entities per view
+    held in Python.
     """
 
-    def __init__(
-        self, view: FeatureView, allowed_lateness_ms: int, stage: str, flags_late: bool,
-        partitions: int = 1, delay_ms: int = 0, idleness_ms: int = 0,
-    ) -> None:
-        self.view = view
+    def __init__(self, views: tuple[FeatureView, FeatureView], allowed_lateness_ms: int,
+                 partitions: int, delay_ms: int, idleness_ms: int, capacity: int) -> None:
+        card_view, customer_view = views
+        if card_view.scope != customer_view.entity_key or customer_view.scope is not None:
+            raise ValueError(f"{card_view.name} must be scoped to {customer_view.entity_key}, "
+                             f"the key of {customer_view.name}, the operator's shard key")
+        self.views = views
         self.allowed_lateness_ms = allowed_lateness_ms
-        self.stage = stage
-        self.flags_late = flags_late
         self.partitions = partitions
         self.delay_ms = delay_ms
         self.idleness_ms = idleness_ms
-        self._computer: ViewComputer | None = None
-        self._map: Any = None
-        self._shards: dict[int, dict[str, State]] = {}
+        self.capacity = capacity
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._computer = ViewComputer(self.view)
-        self._map = runtime_context.get_map_state(state_descriptor(self.view))
+        card_view = self.views[0]
+        self._views = tuple(
+            _View(view, runtime_context.get_map_state(state_descriptor(view)), self.capacity)
+            for view in self.views)
         self._watermarks = ShardWatermarks(
             self.partitions, self.delay_ms,
-            runtime_context.get_state(progress_descriptor(self.view)))
-        self._shards = {}
+            runtime_context.get_state(ValueStateDescriptor(PROGRESS_STATE,
+                                                           Types.PICKLED_BYTE_ARRAY())))
         self._gate = PartitionGate(self.partitions, self.idleness_ms)
-        # Per shard, the latest expiry timer set since (re)start; after a restore the
-        # checkpointed timers stand, and the first record of a shard sets one again.
-        self._latest_timer: dict[int, int] = {}
-        group = runtime_context.get_metrics_group().add_group("rtd").add_group(self.view.name)
-        self._late_counter = group.counter("late_events")
-        self._internal_errors = runtime_context.get_metrics_group().add_group("rtd") \
-            .add_group("internal_errors").counter(self.stage)
-        # Pushed, not a gauge: operators/metric_values.py.
-        self._entities_in_memory = PublishedValue(group, "entities_in_memory")
+        rtd = runtime_context.get_metrics_group().add_group("rtd")
+        self._late_counter = rtd.add_group(card_view.name).counter("late_events")
+        # Pushed, not gauges: operators/metric_values.py.
+        self._published = [
+            {name: PublishedValue(rtd.add_group(v.view.name), name)
+             for name in ("entities_in_memory", "working_set_hits", "working_set_misses",
+                          "working_set_miss_us")}
+            for v in self._views]
         self._publish = Throttle(1.0)
 
-    def _shard(self, shard: int) -> dict[str, State]:
-        entities = self._shards.get(shard)
-        if entities is None:
-            entities = {key: state for key, state in self._map.items()}
-            self._shards[shard] = entities
-        return entities
-
-    def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
-                        ) -> Iterator[dict[str, Any]]:
-        if has_failed(value):  # an earlier stage failed on it: on to the dead letters
-            yield value
-            return
-        try:
-            self._features(value, ctx)
-        except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
-            self._internal_errors.inc()
-            mark_failed(value, self.stage, exc)
-        yield value
-
-    def _features(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context) -> None:
-        computer = self._computer
-        assert computer is not None
-        shard = ctx.get_current_key()
-        entities = self._shard(shard)
+    def apply(self, value: dict[str, Any], shard: int, ctx: KeyedProcessFunction.Context
+              ) -> None:
+        """Adds both views' features to ``value`` and folds its event into their state."""
         event = value["event"]
-        key = event[self.view.entity_key]
         partition = value["source"]["partition"]
-        flink = ctx.timer_service().current_watermark() \
-            if self._gate.passes(partition) else NO_WATERMARK
+        timers = ctx.timer_service()
+        flink = timers.current_watermark() if self._gate.passes(partition) else NO_WATERMARK
         watermark = self._watermarks.watermark(shard, flink)
-        state = entities.get(key)
-        if state is None:
-            state = entities[key] = empty_state()
-        elif watermark != NO_WATERMARK:
-            computer.prune(state, watermark, self.allowed_lateness_ms)
         t = event["event_time"]
-        if self.flags_late and watermark != NO_WATERMARK and t < watermark - self.allowed_lateness_ms:
+        if watermark != NO_WATERMARK and t < watermark - self.allowed_lateness_ms:
             value["late"] = True
             self._late_counter.inc()
-        value["features"].update(computer.apply(state, event))
-        self._map.put(key, state)
+        features = value["features"]
+        as_of = value["as_of"]
+        lateness = self.allowed_lateness_ms
+        for view in self._views:
+            computer = view.computer
+            key = view.view.state_key(event)
+            state = view.entities.get(key)
+            if state is None:
+                state = empty_state()
+            elif watermark != NO_WATERMARK:
+                computer.prune(state, watermark, lateness)
+            features.update(computer.apply(state, event))
+            view.entities.put(key, state)
+            # One expiry timer per shard and minute, registered only when it moves past
+            # the shard's latest one (a registration per record was 6% of a process-mode
+            # profile): a later timer also sweeps what an earlier one would have. A late
+            # event's already-due expiry is registered anyway, to be swept at once.
+            timer = -(-computer.expires_at(state, lateness)
+                      // TIMER_GRANULARITY_MS) * TIMER_GRANULARITY_MS
+            latest = view.latest_timer.get(shard, NO_WATERMARK)
+            if timer > latest or timer <= watermark:
+                timers.register_event_time_timer(timer)
+                view.latest_timer[shard] = max(timer, latest)
+            as_of[view.view.name] = {
+                "as_of_event_time": t,
+                "watermark": None if watermark == NO_WATERMARK else watermark,
+                "computed_at": now_ms(),
+            }
         self._watermarks.observe(shard, partition, t)
-        # One expiry timer per shard and minute, registered only when it moves past the
-        # shard's latest one (a registration per record was 6% of a process-mode
-        # profile): a later timer also sweeps what an earlier one would have. A late
-        # event's already-due expiry is registered anyway, to be swept at once.
-        timer = -(-computer.expires_at(state, self.allowed_lateness_ms)
-                  // TIMER_GRANULARITY_MS) * TIMER_GRANULARITY_MS
-        if timer > self._latest_timer.get(shard, NO_WATERMARK) or timer <= watermark:
-            ctx.timer_service().register_event_time_timer(timer)
-            self._latest_timer[shard] = max(timer, self._latest_timer.get(shard, timer))
-        value["as_of"][self.view.name] = {
-            "as_of_event_time": t,
-            "watermark": None if watermark == NO_WATERMARK else watermark,
-            "computed_at": now_ms(),
-        }
-        value["timings"][self.stage] = now_ms()
+        timings = value["timings"]
+        timings["card_features"] = timings["customer_features"] = now_ms()
         if self._publish.due():
-            self._publish_entities()
+            self._publish_figures()
 
-    def _publish_entities(self) -> None:
-        self._entities_in_memory.set(sum(len(s) for s in self._shards.values()))
+    def _publish_figures(self) -> None:
+        for view, published in zip(self._views, self._published, strict=True):
+            published["entities_in_memory"].set(len(view.entities))
+            published["working_set_hits"].set(view.entities.hits)
+            published["working_set_misses"].set(view.entities.misses)
+            published["working_set_miss_us"].set(int(view.entities.miss_seconds * 1e6))
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        """Drop the shard's entities that can no longer affect any window."""
-        computer = self._computer
-        assert computer is not None
-        entities = self._shard(ctx.get_current_key())
-        expired = [k for k, s in entities.items()
-                   if computer.is_expired(s, timestamp, self.allowed_lateness_ms)]
-        for key in expired:
-            del entities[key]
-            self._map.remove(key)
-        if expired:
-            self._publish_entities()
-        return
-        yield  # pragma: no cover - makes this a generator, as PyFlink expects
+    def expire(self, timestamp: int) -> None:
+        """Drop the current shard's entities that can no longer affect any window."""
+        lateness = self.allowed_lateness_ms
+        for view in self._views:
+            computer = view.computer
+            view.entities.remove_all(
+                [k for k, s in view.entities.stored_items()
+                 if computer.is_expired(s, timestamp, lateness)])

@@ -3,11 +3,11 @@
 PyFlink runs ``async_invoke`` on one asyncio loop per worker; the gRPC client is made
 lazily on that loop. Concurrent in-flight records are coalesced into one ``Predict``
 call by ``BatchingPredictClient``. Whatever goes wrong with the model, the record
-leaves with a ``ModelResult`` carrying a fallback reason; the fallback ladder after this
-operator (operators/fallback_ladder.py) then uses the card's last score or the rules.
+leaves with a ``ModelResult`` carrying a fallback reason; the rules then decide (or the
+opt-in last-score rung, operators/fallback_ladder.py).
 
 This is the process-mode scorer (PyFlink's ``AsyncFunction`` runs only there); thread
-mode scores with operators/batched_scoring.py. Metrics: operators/scoring_metrics.py.
+mode scores in operators/customer_shard.py. Metrics: operators/scoring_metrics.py.
 """
 
 from __future__ import annotations

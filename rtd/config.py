@@ -144,6 +144,10 @@ class ServingConfig(_Frozen):
     timeout_ms: int = Field(default=250, ge=1)
     batch_window_ms: float = Field(default=2.0, ge=0)
     max_batch_size: int = Field(default=64, ge=1)
+    # Thread mode: Predict calls out at once (serving/pipelined_batch_client.py); the
+    # task thread goes on while they are. 0: it waits for each answer, idle for the
+    # call's whole round trip, as a blocking client does.
+    max_in_flight: int = Field(default=2, ge=0)
     # Process mode: records in flight in PyFlink's async operator.
     async_capacity: int = Field(default=256, ge=1)
     breaker_failure_threshold: int = 5
@@ -162,9 +166,10 @@ class ServingConfig(_Frozen):
 class JobConfig(_Frozen):
     name: str = "rtd-decision-job"
     # PyFlink runs every Python operator of a job in one mode (docs/operations.md):
-    # "thread" runs them inside the TaskManager JVM and scores with the keyed batching
-    # operator (operators/batched_scoring.py); "process" runs them in Python worker
-    # processes and scores with PyFlink's AsyncFunction (operators/scoring.py).
+    # "thread" runs them inside the TaskManager JVM and scores in the one keyed operator
+    # (operators/customer_shard.py, calls through serving/predict_relay.py); "process"
+    # runs them in Python worker processes and scores with PyFlink's AsyncFunction
+    # (operators/scoring.py).
     execution_mode: Literal["thread", "process"] = "thread"
     # Defaults come from the feature views' declarations (feature_views/definitions.py).
     watermark_delay_ms: int = Field(
@@ -182,6 +187,9 @@ class JobConfig(_Frozen):
     code_version: str = "0.1.0"
     # Feature state is keyed by a shard of the entity key (see operators/keyed_features.py).
     state_shards: int = Field(default=32, ge=1)
+    # Per feature view and subtask, the entities whose state stays in Python memory
+    # (least recently used evicted; RocksDB holds them all: operators/working_set.py).
+    working_set_entities: int = Field(default=50_000, ge=1)
     # The async operator's own per-record timeout (a safety net behind the client's
     # deadline, serving.timeout_ms). PyFlink arms one threading.Timer per in-flight
     # record for it; 0 turns it off (see docs/BENCHMARKS.md for the cost). Off by

@@ -1,7 +1,7 @@
 """What both model clients share: one batched TF Serving ``Predict`` call and its failures.
 
 The async client (``serving/batching_client.py``, for PyFlink's process mode) and the
-blocking batch client (``serving/blocking_batch_client.py``, for thread mode) differ
+pipelined batch client (``serving/pipelined_batch_client.py``, for thread mode) differ
 only in how they wait. The request they send, how they read the answer, how a gRPC
 status becomes a fallback reason and when the circuit breaker opens are here, once.
 
@@ -21,18 +21,12 @@ import grpc
 
 from rtd.config import ServingConfig
 from serving.model_signature import SCORE_OUTPUT
+from serving.predict_relay import CHANNEL_OPTIONS  # noqa: F401 - the clients import it here
 from serving.tf_protos import make_tensor, predict_pb2, tensor_to_floats
 
 Reason = Literal["timeout", "unavailable", "error"]
 REASONS: tuple[Reason, ...] = ("timeout", "unavailable", "error")
 
-# Reconnect quickly once the server is back: gRPC's default backoff grows to 120 s, far
-# longer than the breaker's reset, so a healed server would stay unreachable.
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
-]
 
 
 class ModelCallError(Exception):
@@ -90,7 +84,7 @@ def probe_unanswered(error: ModelCallError) -> ModelCallError:
     """A half-open probe's timeout, as the unavailability it most likely still is. (Not
     told apart by watching the channel: a connectivity subscription runs a polling
     thread per channel, and in thread mode Python threads of our own are a hazard: see
-    serving/blocking_batch_client.py.)"""
+    serving/pipelined_batch_client.py.)"""
     return ModelCallError("unavailable", f"probe unanswered within its deadline: "
                           f"the server is still not serving ({error.detail})")
 

@@ -1,7 +1,8 @@
 """The contract's feature semantics, written naively and independently of the operators.
 
 For an event e of key k at event time t, a windowed feature over W covers the events
-of k already processed, e included, whose event time is in (t - W, t]. It is used as
+of k already processed, e included, whose event time is in (t - W, t]. A card's key is
+(customer, card): a card seen under a second customer has a separate history there. It is used as
 the oracle in property tests and to check every decision of the pipeline tests.
 """
 
@@ -20,7 +21,8 @@ def _in_window(events: list[dict[str, Any]], t: int, window: int) -> list[dict[s
 
 
 def card_features(earlier: list[dict[str, Any]], e: dict[str, Any]) -> dict[str, float]:
-    """``earlier``: events of e's card processed before e, in processing order."""
+    """``earlier``: events of e's card under e's customer processed before e, in
+    processing order."""
     t = e["event_time"]
     seen = earlier + [e]
     previous_times = [x["event_time"] for x in earlier if x["event_time"] <= t]
@@ -57,7 +59,8 @@ def all_features(processed: list[dict[str, Any]]) -> dict[str, dict[str, float]]
     out: dict[str, dict[str, float]] = {}
     for i, e in enumerate(processed):
         before = processed[:i]
-        cards = [x for x in before if x["card_id"] == e["card_id"]]
+        cards = [x for x in before if x["card_id"] == e["card_id"]
+                 and x["customer_id"] == e["customer_id"]]
         customers = [x for x in before if x["customer_id"] == e["customer_id"]]
         out[e["event_id"]] = {**card_features(cards, e), **customer_features(customers, e)}
     return out

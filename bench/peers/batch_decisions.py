@@ -100,7 +100,7 @@ class BatchDecider:
         watermark = None if top is None else top - job.watermark_delay_ms
         value["late"] = watermark is not None and t < watermark - job.allowed_lateness_ms
         for view, computer in self.computers:
-            state = self.cache.get(view.name, event[view.entity_key])
+            state = self.cache.get(view.name, view.state_key(event))
             if watermark is not None:
                 computer.prune(state, watermark, job.allowed_lateness_ms)
             value["features"].update(computer.apply(state, event))

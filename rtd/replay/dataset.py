@@ -99,6 +99,7 @@ def views_from_manifest(manifest: Mapping[str, Any]) -> tuple[FeatureView, ...]:
             description=v.get("description", ""),
             watermark_delay_ms=v.get("watermark_delay_ms", 5_000),
             allowed_lateness_ms=v.get("allowed_lateness_ms", 60_000),
+            scope=v.get("scope"),
             features=tuple(Feature(f["name"], Aggregation(f["aggregation"]), f["window_ms"],
                                    field=f["field"], description=f.get("description", ""))
                            for f in v["features"]),

@@ -120,6 +120,7 @@ def view_definitions(views: Sequence[FeatureView]) -> list[dict[str, Any]]:
             "description": v.description,
             "watermark_delay_ms": v.watermark_delay_ms,
             "allowed_lateness_ms": v.allowed_lateness_ms,
+            "scope": v.scope,
             "features": [
                 {"name": f.name, "aggregation": f.aggregation.value, "window_ms": f.window_ms,
                  "field": f.field, "description": f.description}

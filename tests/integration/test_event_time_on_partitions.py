@@ -114,8 +114,9 @@ def certainly_late(traces: dict[str, dict[str, Any]], partitions: int,
 
     - Flink's, from records that passed the source since the (re)start at least 400 ms
       before (the watermark is emitted every 200 ms), once each partition had one;
-    - the card shard's own, from the events of its cards processed before, across the
-      restart too (kept in state, saved in steps of up to a second).
+    - the customer shard's own (the feature operator is keyed by the customer's shard),
+      from the events of its customers processed before, across the restart too (kept
+      in state, saved in steps of up to a second).
 
     The source's order shows in each trace's ``received`` time (validation, right after
     the source)."""
@@ -134,14 +135,14 @@ def certainly_late(traces: dict[str, dict[str, Any]], partitions: int,
             i += 1
         while j < len(by_arrival) and trace_timings(by_arrival[j])["received"] < received:
             other = by_arrival[j]
-            latest = by_shard[shard_of(trace_event(other)["card_id"], shards)]
+            latest = by_shard[shard_of(trace_event(other)["customer_id"], shards)]
             p = other["input"]["partition"]
             latest[p] = max(latest.get(p, other["event_time"]), other["event_time"])
             j += 1
         bounds = []
         if len(since_start) == partitions:
             bounds.append(min(since_start.values()) - DELAY)
-        mine = by_shard[shard_of(trace_event(trace)["card_id"], shards)]
+        mine = by_shard[shard_of(trace_event(trace)["customer_id"], shards)]
         if len(mine) == partitions:
             bounds.append(min(mine.values()) - DELAY - SEC)
         if bounds and trace["event_time"] < max(bounds) - LATENESS:

@@ -45,6 +45,10 @@ def scenario() -> tuple[list[dict], list[bytes]]:
     # out of order: arrives after a later event of the same card
     events.append(txn("ooo", 5.0, at=T0 + 30 * SEC, customer="carol"))
     events.append(txn("ooo", 6.0, at=T0 + 10 * SEC, customer="carol"))
+    # a card seen under a second customer: a separate card history there (contract)
+    events.append(txn("moved", 8.0, at=T0 + 4 * MIN, customer="erin"))
+    events.append(txn("moved", 9.0, at=T0 + 4 * MIN + 10 * SEC, customer="erin"))
+    events.append(txn("moved", 10.0, at=T0 + 4 * MIN + 20 * SEC, customer="frank"))
     # no channel: optional, so a valid event the model input encodes like any other
     no_channel = txn("quiet", 7.0, at=T0 + 3 * MIN, customer="dave")
     del no_channel["channel"]
@@ -57,11 +61,16 @@ def scenario() -> tuple[list[dict], list[bytes]]:
     return events, malformed
 
 
-@pytest.mark.parametrize("mode, parallelism", [("thread", 1), ("process", 1), ("thread", 2)])
+@pytest.mark.parametrize("mode, parallelism, last_score_ms", [
+    ("thread", 1, 0), ("process", 1, 0), ("thread", 2, 0),
+    ("thread", 1, 600_000),  # the opt-in last-score rung: its own operator, keyed by card
+])
 def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mode,
-                                                                      parallelism):
+                                                                      parallelism,
+                                                                      last_score_ms):
     events, malformed = scenario()
-    config = load_config(None, serving={"port": 1, "timeout_ms": 200},
+    config = load_config(None, serving={"port": 1, "timeout_ms": 200,
+                                        "last_score_max_age_ms": last_score_ms},
                          flink={"parallelism": parallelism, "bundle_time_ms": 5},
                          job={"execution_mode": mode}, kafka={"partitions": 1})
     conf = job_configuration(config)
@@ -124,3 +133,7 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
     assert decisions[travel_fr]["reasons"] == ["GEO_JUMP_10M"]
     last_big = [e["event_id"] for e in events if e["customer_id"] == "bob"][3]
     assert "EXPOSURE_24H" in decisions[last_big]["reasons"]
+    moved = [e["event_id"] for e in events if e["card_id"] == "moved"]
+    counts = [{f["name"]: f["value"] for f in traces[i]["features"]}["card_txn_count_1m"]
+              for i in moved]
+    assert counts == [1, 2, 1]  # frank's first event with the card starts its history

@@ -16,7 +16,8 @@ DELAY = 5_000
 
 
 def run_views(events, watermark_delay=DELAY, lateness=LATENESS):
-    """Drive both views' core like the operators do: prune by watermark, then apply."""
+    """Drive both views' core like the operator does: prune by watermark, then apply; a
+    card's state is scoped to the customer (operators/keyed_features.py)."""
     computers = {v.name: ViewComputer(v) for v in (CARD_FEATURES, CUSTOMER_FEATURES)}
     states = {}
     max_seen = None
@@ -26,7 +27,7 @@ def run_views(events, watermark_delay=DELAY, lateness=LATENESS):
         late = watermark is not None and e["event_time"] < watermark - lateness
         features = {}
         for view in (CARD_FEATURES, CUSTOMER_FEATURES):
-            key = (view.name, e[view.entity_key])
+            key = (view.name, e["customer_id"], e[view.entity_key])
             state = states.setdefault(key, empty_state())
             if watermark is not None:
                 computers[view.name].prune(state, watermark, lateness)

@@ -1,0 +1,84 @@
+"""The feature operator's bounded working set in front of its MapState store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from operators.working_set import WorkingSet
+
+pytestmark = pytest.mark.unit
+
+
+class FakeMapState:
+    """The MapState calls WorkingSet makes, counting the reads that reach the store."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.gets = 0
+
+    def get(self, key: str) -> Any:
+        self.gets += 1
+        return self.data.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def remove(self, key: str) -> None:
+        del self.data[key]
+
+    def items(self) -> Any:
+        return list(self.data.items())
+
+
+def test_memory_holds_at_most_capacity_and_the_store_holds_everything() -> None:
+    store = FakeMapState()
+    entities = WorkingSet(store, capacity=3)
+    for i in range(10):
+        entities.put(f"k{i}", [i])
+    assert len(entities) == 3
+    assert sorted(store.data) == sorted(f"k{i}" for i in range(10))
+
+
+def test_a_miss_reads_the_store_and_a_hit_does_not() -> None:
+    store = FakeMapState()
+    entities = WorkingSet(store, capacity=2)
+    entities.put("a", [1])
+    entities.put("b", [2])
+    entities.put("c", [3])  # evicts a, the least recently used
+    assert entities.get("c") == [3] and store.gets == 0
+    assert entities.get("a") == [1] and store.gets == 1  # evicted: read back, nothing lost
+    assert entities.get("a") == [1] and store.gets == 1  # held again
+    assert (entities.hits, entities.misses) == (2, 1)
+    assert entities.get("never") is None and store.gets == 2
+
+
+def test_use_refreshes_recency() -> None:
+    store = FakeMapState()
+    entities = WorkingSet(store, capacity=2)
+    entities.put("a", [1])
+    entities.put("b", [2])
+    entities.get("a")
+    entities.put("c", [3])  # b is now the least recently used
+    store.gets = 0
+    entities.get("a")
+    assert store.gets == 0
+    entities.get("b")
+    assert store.gets == 1
+
+
+def test_remove_all_drops_from_memory_and_store() -> None:
+    store = FakeMapState()
+    entities = WorkingSet(store, capacity=5)
+    for key in "abc":
+        entities.put(key, [key])
+    entities.remove_all(["a", "b"])
+    assert store.data == {"c": ["c"]} and len(entities) == 1
+    assert entities.get("a") is None
+    assert list(entities.stored_items()) == [("c", ["c"])]
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        WorkingSet(FakeMapState(), capacity=0)
