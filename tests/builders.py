@@ -68,7 +68,10 @@ def v1_traces() -> list[dict[str, Any]]:
 
 def v2_of_v1(trace: dict[str, Any]) -> dict[str, Any]:
     """The ``schema_version`` 2 trace of the same decision, written by today's
-    ``build_trace`` from nothing but what the version 1 trace holds."""
+    ``build_trace`` from nothing but what the version 1 trace holds (its feature view
+    versions included: a view's version may have moved on since)."""
+    from dataclasses import replace
+
     from decisioning.decision import decide
     from decisioning.trace import build_trace, model_result_from_trace
     from feature_views.definitions import ALL_VIEWS
@@ -78,11 +81,13 @@ def v2_of_v1(trace: dict[str, Any]) -> dict[str, Any]:
     decision = decide(event, trace["rules"], model, decline_at=trace["thresholds"]["decline"],
                       review_at=trace["thresholds"]["review"], late=trace["late"],
                       decided_at=trace["decided_at"])
+    versions = trace["job"]["feature_views"]
+    views = tuple(replace(v, version=versions[v.name]) for v in ALL_VIEWS)
     as_of = {f["view"]: {k: f[k] for k in ("as_of_event_time", "watermark", "computed_at")}
              for f in trace["features"]}
     return build_trace(
         decision=decision, source={k: v for k, v in inp.items() if k != "event"},
-        event=event, views=ALL_VIEWS, features={f["name"]: f["value"] for f in trace["features"]},
+        event=event, views=views, features={f["name"]: f["value"] for f in trace["features"]},
         as_of=as_of, rule_results=trace["rules"], rules_version=trace["rules_version"],
         model_request={k: trace["model"][k] for k in
                        ("name", "signature", "requested_version", "inputs")},
