@@ -7,10 +7,11 @@ works on ``AuditRow``, so a new layout is one more reader function in ``TRACE_RE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from decisioning.rules import Outcome
 from decisioning.trace import STAGES, is_complete
 from feature_views.definitions import FEATURE_NAMES
 
@@ -47,6 +48,13 @@ class AuditRow:
     rules_version: str | None
     # Carries every part the contract asks of a trace (decisioning.trace.is_complete).
     complete: bool
+    # Kafka append time of the decided event (LogAppendTime on the stack's topics).
+    appended_at: int | None = None
+    # The most severe outcome of the fired rules alone: the rules-only baseline of the
+    # same event, whatever the model said (health: accuracy beside the model).
+    rules_outcome: str = "APPROVE"
+    # Per feature: decided_at minus the Kafka append time of the newest event it reflects.
+    freshness_ms: Mapping[str, int | None] = field(default_factory=dict)
 
 
 def _read_trace_v1(trace: Mapping[str, Any]) -> AuditRow:
@@ -55,7 +63,9 @@ def _read_trace_v1(trace: Mapping[str, Any]) -> AuditRow:
     response, last = model.get("response"), model.get("last_score")
     used = response or last
     values = {f["name"]: f["value"] for f in trace["features"]}
+    freshness = {f["name"]: f.get("freshness_ms") for f in trace["features"]}
     timings = trace.get("timings", {})
+    fired = [r for r in trace.get("rules", ()) if r.get("fired")]
     return AuditRow(
         decision_id=trace["decision_id"],
         event_id=trace["event_id"],
@@ -70,7 +80,7 @@ def _read_trace_v1(trace: Mapping[str, Any]) -> AuditRow:
         model_version=used.get("model_version") if used else None,
         late=bool(trace.get("late")),
         reasons=tuple(trace.get("reasons", ())),
-        rules_fired=tuple(r["id"] for r in trace.get("rules", ()) if r.get("fired")),
+        rules_fired=tuple(r["id"] for r in fired),
         features={name: values.get(name) for name in FEATURE_NAMES},
         timings={stage: timings.get(stage) for stage in STAGES},
         event=event,
@@ -78,7 +88,16 @@ def _read_trace_v1(trace: Mapping[str, Any]) -> AuditRow:
         code_version=trace.get("job", {}).get("code_version"),
         rules_version=trace.get("rules_version"),
         complete=is_complete(trace, FEATURE_NAMES),
+        appended_at=trace["input"].get("kafka_timestamp"),
+        rules_outcome=most_severe(r["outcome"] for r in fired),
+        freshness_ms={name: freshness.get(name) for name in FEATURE_NAMES},
     )
+
+
+def most_severe(outcomes: Iterable[str]) -> str:
+    """APPROVE unless an outcome says otherwise; DECLINE beats REVIEW."""
+    return max((Outcome(o) for o in outcomes), key=lambda o: o.severity,
+               default=Outcome.APPROVE).value
 
 
 # A trace layout is added here, by its schema_version, and nowhere else.
@@ -121,3 +140,84 @@ DECISION_READERS: dict[int, Callable[[Mapping[str, Any]], DecisionRef]] = {
 
 def read_decision(decision: Mapping[str, Any]) -> DecisionRef:
     return _reader(DECISION_READERS, "decision", decision)(decision)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureLine:
+    name: str
+    value: float | None
+    view: str | None
+    aggregation: str | None
+    window_ms: int | None
+    as_of_event_time: int | None
+    freshness_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLine:
+    id: str
+    when: str
+    inputs: Mapping[str, Any]
+    fired: bool
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLine:
+    name: str | None
+    score: float | None  # the live response's, or the remembered last score's
+    model_version: int | None
+    latency_ms: float | None
+    batch_size: int | None
+    fallback_reason: str | None
+    fallback_detail: str | None
+    last_score: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Everything `rtd explain` tells about one decision, as typed parts (the console's
+    decision page), whatever the trace's version."""
+
+    row: AuditRow
+    input_topic: str | None
+    input_partition: int | None
+    input_offset: int | None
+    features: tuple[FeatureLine, ...]
+    rules: tuple[RuleLine, ...]
+    model: ModelLine
+    thresholds: Mapping[str, float]
+    stage_ms: Mapping[str, int]
+    job: Mapping[str, Any]
+
+
+def _explain_trace_v1(trace: Mapping[str, Any]) -> Explanation:
+    inp, model = trace["input"], trace["model"]
+    response, last = model.get("response"), model.get("last_score")
+    used = response or last or {}
+    return Explanation(
+        row=_read_trace_v1(trace),
+        input_topic=inp.get("topic"), input_partition=inp.get("partition"),
+        input_offset=inp.get("offset"),
+        features=tuple(FeatureLine(f["name"], f.get("value"), f.get("view"),
+                                   f.get("aggregation"), f.get("window_ms"),
+                                   f.get("as_of_event_time"), f.get("freshness_ms"))
+                       for f in trace["features"]),
+        rules=tuple(RuleLine(r["id"], r.get("when", ""), r.get("inputs", {}),
+                             bool(r.get("fired")), r.get("outcome", ""))
+                    for r in trace.get("rules", ())),
+        model=ModelLine(model.get("name"), used.get("score"), used.get("model_version"),
+                        (response or {}).get("latency_ms"), (response or {}).get("batch_size"),
+                        model.get("fallback_reason"), model.get("fallback_detail"), last),
+        thresholds=trace.get("thresholds", {}),
+        stage_ms=trace.get("stage_ms", {}),
+        job=trace.get("job", {}),
+    )
+
+
+EXPLANATION_READERS: dict[int, Callable[[Mapping[str, Any]], Explanation]] = {
+    1: _explain_trace_v1}
+
+
+def explain_trace(trace: Mapping[str, Any]) -> Explanation:
+    return _reader(EXPLANATION_READERS, "trace", trace)(trace)
