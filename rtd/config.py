@@ -177,9 +177,10 @@ class AuditConfig(_Frozen):
     # A decision without its trace (or the reverse) younger than this is in flight, not
     # missing: the two topics are read independently.
     completeness_grace_ms: int = Field(default=60_000, ge=0)
-    # The decision console and the Prometheus endpoint (/metrics), served by the service.
+    # The decision console and the Prometheus endpoint (/metrics), served by the service;
+    # port 0: none (a second instance of a scale-out group, tests of the indexer alone).
     console_host: str = "127.0.0.1"
-    console_port: int = 8090
+    console_port: int = Field(default=8090, ge=0)
     # Health (rtd/audit/health.py). A decision counts towards accuracy once it is this old:
     # labels arrive late (the simulator's default delay is 30 s), and a minute judged
     # before its labels are in would read as missed fraud.
@@ -193,6 +194,10 @@ class AuditConfig(_Frozen):
     # Latency, fallback and drift tiles summarise this many recent minutes.
     tile_window_min: int = Field(default=5, ge=1)
     health_interval_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.console_host}:{self.console_port}"
 
 
 class RtdConfig(_Frozen):

@@ -1,6 +1,6 @@
 """The decision console: web pages and the JSON behind them, served by the audit service.
 
-Pages (static HTML and one script, rtd/audit/console_static/) render the JSON API:
+Pages (one HTML shell and one script, rtd/audit/console_static/) render the JSON API:
   /                       health tiles with sparklines, fallback causes, freshness, search
   /decision/{id}          one decision's explanation (the content of `rtd explain`)
   /accuracy/{version}     precision/recall over time of one model version ("all": every event)
@@ -71,20 +71,13 @@ def create_app(source: ConsoleSource) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    def page(name: str) -> FileResponse:
-        return FileResponse(STATIC / name, media_type="text/html")
+    def page() -> FileResponse:
+        # The script picks the page by the path.
+        return FileResponse(STATIC / "console.html", media_type="text/html")
 
-    @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return page("index.html")
-
-    @app.get("/decision/{ident}", include_in_schema=False)
-    def decision_page(ident: str) -> FileResponse:
-        return page("decision.html")
-
-    @app.get("/accuracy/{version}", include_in_schema=False)
-    def accuracy_page(version: str) -> FileResponse:
-        return page("accuracy.html")
+    app.add_api_route("/", page, include_in_schema=False)
+    app.add_api_route("/decision/{ident}", page, include_in_schema=False)
+    app.add_api_route("/accuracy/{version}", page, include_in_schema=False)
 
     @app.get("/api/health")
     def health() -> Any:

@@ -188,7 +188,7 @@ class AuditService:
         consumer.subscribe([self.topics.decisions, self.topics.traces],
                            on_assign=self._on_assign)
         labels = self._labels_consumer()
-        server = start_console(self) if console else None
+        server = start_console(self) if console and self.config.audit.console_port else None
         last_flush = last_health = time.monotonic()
         try:
             while not self.stop.is_set():

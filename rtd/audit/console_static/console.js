@@ -129,8 +129,10 @@ async function accuracyPage() {
     s.map((p) => `<tr><td>${time(p.minute)}</td><td>${p.n}</td><td>${p.fraud}</td><td>${pct(p.decision_precision)} / ${pct(p.decision_recall)}</td><td>${pct(p.rules_only_precision)} / ${pct(p.rules_only_recall)}</td><td>${pct(p.model_score_precision)} / ${pct(p.model_score_recall)}</td></tr>`).join("");
 }
 
-searchBox();
 const pages = {health: healthPage, decision: decisionPage, accuracy: accuracyPage};
-const page = document.body.dataset.page;
+const page = location.pathname.startsWith("/decision/") ? "decision"
+  : location.pathname.startsWith("/accuracy/") ? "accuracy" : "health";
+$("page").appendChild($("page-" + page).content.cloneNode(true));
+searchBox();
 pages[page]();
 if (page === "health") setInterval(healthPage, 3000);
