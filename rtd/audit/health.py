@@ -27,6 +27,7 @@ is read from its start and joined through the store.
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ from rtd.audit.records import AuditRow, DecisionRef
 from rtd.config import AuditConfig, ThresholdsConfig
 
 MINUTE_MS = 60_000
+# Values kept per minute and metric: exact percentiles up to ~330 decisions/s, a
+# uniform sample above (p99.9 then rests on the sample's top 10).
+SAMPLE_CAP = 20_000
 QUANTILES = (("p50", 50.0), ("p99", 99.0), ("p999", 99.9))
 
 
@@ -139,17 +143,40 @@ def breakdown(pairs: Sequence[Labelled], thresholds: ThresholdsConfig) -> list[d
     return out
 
 
+class Sample(list):  # type: ignore[type-arg]
+    """A minute's values, exact up to ``SAMPLE_CAP``, then a uniform reservoir of that
+    size (Vitter's algorithm R): memory stays bounded at any decision rate."""
+
+    __slots__ = ("seen",)
+    _rng = random.Random(0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def add(self, value: float) -> None:
+        self.seen += 1
+        if len(self) < SAMPLE_CAP:
+            self.append(value)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < SAMPLE_CAP:
+            self[slot] = value
+
+
 @dataclass
 class Minute:
     """What one minute of decided_at holds."""
 
     decisions: int = 0
-    latency_ms: list[int] = field(default_factory=list)
-    visibility_ms: list[int] = field(default_factory=list)
+    # The last completeness share the service computed in this minute (wall clock).
+    completeness: float | None = None
+    latency_ms: Sample = field(default_factory=Sample)
+    visibility_ms: Sample = field(default_factory=Sample)
     paths: Counter[str] = field(default_factory=Counter)
     fallback: Counter[str] = field(default_factory=Counter)
-    freshness_ms: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    scores: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    freshness_ms: dict[str, Sample] = field(default_factory=lambda: defaultdict(Sample))
+    scores: dict[int, Sample] = field(default_factory=lambda: defaultdict(Sample))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,19 +219,22 @@ class HealthMonitor:
             minute.decisions += 1
             minute.paths[row.path] += 1
             if row.appended_at is not None:
-                minute.latency_ms.append(row.decided_at - row.appended_at)
+                minute.latency_ms.add(row.decided_at - row.appended_at)
             if row.fallback_reason is not None:
                 minute.fallback[row.fallback_reason] += 1
             for name, fresh in row.freshness_ms.items():
                 if fresh is not None:
-                    minute.freshness_ms[name].append(fresh)
+                    minute.freshness_ms[name].add(fresh)
             if row.score is not None and row.model_version is not None:
-                minute.scores[row.model_version].append(row.score)
+                minute.scores[row.model_version].add(row.score)
 
     def observe_decisions(self, refs: Iterable[DecisionRef], seen_at_ms: int) -> None:
         for ref in refs:
-            self.minutes[minute_of(ref.decided_at)].visibility_ms.append(
+            self.minutes[minute_of(ref.decided_at)].visibility_ms.add(
                 seen_at_ms - ref.decided_at)
+
+    def observe_completeness(self, share: float, now_ms: int) -> None:
+        self.minutes[minute_of(now_ms)].completeness = share
 
     def observe_label(self, label: Label, now_ms: int) -> None:
         self.labels_seen += 1
@@ -228,9 +258,13 @@ class HealthMonitor:
         return joined
 
     def prune(self, now_ms: int) -> None:
-        keep_from = minute_of(now_ms) - self.settings.health_history_min * MINUTE_MS
-        horizon = keep_from - self.settings.label_maturity_ms - max(
-            self.settings.accuracy_windows_min, default=0) * MINUTE_MS
+        settings = self.settings
+        keep_from = minute_of(now_ms) - settings.health_history_min * MINUTE_MS
+        # Labelled decisions are kept as far back as the longest window, or the history
+        # plus the series' window, behind the mature end.
+        windows = settings.accuracy_windows_min or (5,)
+        horizon = self.mature_before(now_ms) - max(
+            max(windows), settings.health_history_min + min(windows)) * MINUTE_MS
         for minute in [m for m in self.minutes if m < keep_from]:
             del self.minutes[minute]
         for event_id in [e for e, p in self.labelled.items() if p.decided_at < horizon]:
@@ -264,7 +298,7 @@ class HealthMonitor:
                 continue
             fallbacks = sum(m.fallback.values())
             out.append({
-                "minute": at, "decisions": m.decisions,
+                "minute": at, "decisions": m.decisions, "completeness": m.completeness,
                 "latency_ms": quantiles(m.latency_ms),
                 "visibility_ms": quantiles(m.visibility_ms),
                 "fallback_rate": fallbacks / m.decisions if m.decisions else None,

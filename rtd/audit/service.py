@@ -157,6 +157,7 @@ class AuditService:
         report = completeness_report(
             self.store, decisions_topic=self.topics.decisions, traces_topic=self.topics.traces,
             grace_ms=self.config.audit.completeness_grace_ms, now_ms=now)
+        self.health.observe_completeness(report["share_complete"], now)
         snap = self.health.snapshot(now, report)
         snap["accuracy"]["labels_unreadable"] = self.unreadable_labels
         snap["versions"] = self.health.versions()

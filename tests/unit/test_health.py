@@ -86,7 +86,9 @@ def test_latency_fallback_freshness_and_visibility_per_minute():
     h.observe_rows(rows)
     h.observe_decisions([DecisionRef(r.decision_id, r.event_id, r.card_id, r.decided_at)
                          for r in rows], seen_at_ms=M0 + 1_000)
+    h.observe_completeness(0.5, M0 + 20_000)
     snap = h.snapshot(M0 + 30_000, None)
+    assert snap["series"][-1]["completeness"] == 0.5
     assert snap["latency_ms"] == {"p50": 50.0, "p99": 99.0, "p999": 100.0}
     # seen at M0 + 1000, decided at M0 + 0..99: 901..1000
     assert snap["visibility_ms"]["p50"] == 950.0
@@ -150,3 +152,19 @@ def test_history_is_pruned_and_bad_labels_raise_value_error():
     for bad in (b"nope", b'{"event_id":"e"}', None):
         with pytest.raises(ValueError):
             read_label(bad)
+
+
+def test_a_minute_keeps_a_bounded_uniform_sample(monkeypatch):
+    from rtd.audit import health
+
+    monkeypatch.setattr(health, "SAMPLE_CAP", 1_000)
+    sample = health.Sample()
+    for v in range(100_000):
+        sample.add(v)
+    assert len(sample) == 1_000 and sample.seen == 100_000
+    # Uniform over 0..99,999: the median of the sample lands near 50,000.
+    assert 40_000 < percentile(sample, 50) < 60_000
+    small = health.Sample()
+    for v in (3, 1, 2):
+        small.add(v)
+    assert sorted(small) == [1, 2, 3]

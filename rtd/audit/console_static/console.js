@@ -54,12 +54,14 @@ async function healthPage() {
   const windows = Object.keys(h.accuracy.windows).sort((a, b) => a - b);
   const first = windows.length ? h.accuracy.windows[windows[0]] : null;
   const all = first ? first.groups.find((g) => g.path === "ALL") : null;
+  let trend = [];
+  try { trend = (await getJson("/api/accuracy/all")).series.map((p) => p.decision_recall); } catch (e) { trend = []; }
   tile("tile-accuracy", all && all.n ? `P ${pct(all.decision.review.precision)} R ${pct(all.decision.review.recall)}` : "no mature labels yet",
        all ? `rules only: P ${pct(all.rules_only.review.precision)} R ${pct(all.rules_only.review.recall)}; ${all.n} labelled events, last ${windows[0]} mature min` : "",
-       []);
+       trend);
   tile("tile-fallback", pct(h.fallback.rate), `${h.traffic.decisions} decisions in the last ${w} min`, s.map((m) => m.fallback_rate ?? null));
   const c = h.completeness;
-  tile("tile-completeness", c ? pct(c.share_complete) : "-", c ? `${c.decisions} decisions, ${c.decisions_without_trace} without trace, ${c.traces_without_decision} traces without decision` : "", []);
+  tile("tile-completeness", c ? pct(c.share_complete) : "-", c ? `${c.decisions} decisions, ${c.decisions_without_trace} without trace, ${c.traces_without_decision} traces without decision` : "", s.map((m) => m.completeness ?? null));
   $("traffic").textContent = `${num(h.traffic.per_minute, 1)} decisions/min; paths ${JSON.stringify(h.traffic.paths)}`;
   spark($("spark-traffic"), s.map((m) => m.decisions));
   const causes = Object.entries(h.fallback.causes);
