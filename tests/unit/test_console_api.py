@@ -137,3 +137,18 @@ def test_metrics_endpoint_exports_the_health(console):
     assert "rtd_trace_completeness 1.0" in text
     assert 'rtd_recall{level="review",model_version="3",path="MODEL",scorer="decision",' \
            'window_min="60"}' in text
+
+
+def test_the_terminal_accuracy_table_shows_every_group(console):
+    from rich.console import Console
+
+    from rtd.audit.cli import accuracy_table
+
+    client, _ = console
+    body = client.get("/api/health").json()["accuracy"]["windows"]["60"]
+    out = Console(record=True, width=200)
+    out.print(accuracy_table("60", body))
+    text = out.export_text()
+    all_events = body["groups"][-1]
+    assert "v3" in text and "RULES_ONLY" in text and "ALL" in text
+    assert f"{100 * all_events['decision']['review']['precision']:.1f}%" in text
