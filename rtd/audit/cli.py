@@ -263,27 +263,29 @@ def fetch_health(cfg: RtdConfig) -> dict[str, Any] | None:
 
 
 def print_demo_accuracy(cfg: RtdConfig, out: Console, poll_s: float = 3.0) -> None:
-    """Wait until the demo's labelled decisions are mature and stop changing, then print
-    their accuracy (the model beside rules only); give up after maturity plus 3 min."""
+    """Wait until every joined label's decision is mature (inside the longest window),
+    then print their accuracy (the model beside rules only); give up after maturity plus
+    3 min and print what is there."""
     import time
 
     deadline = time.monotonic() + cfg.audit.label_maturity_ms / 1000 + 180
-    window = str(min(cfg.audit.accuracy_windows_min))
-    last = -1
-    with out.status(f"waiting {cfg.audit.label_maturity_ms // 1000} s for decisions to mature "
-                    "(labels arrive late), for the accuracy"):
+    window = str(max(cfg.audit.accuracy_windows_min))
+    health: dict[str, Any] | None = None
+    with out.status(f"waiting for the decisions to mature ({cfg.audit.label_maturity_ms // 1000}"
+                    " s after their minute: labels arrive late), for the accuracy"):
         while time.monotonic() < deadline:
             health = fetch_health(cfg)
-            body = health["accuracy"]["windows"].get(window) if health else None
-            labelled = body["labelled"] if body else 0
-            if labelled and labelled == last and not health["accuracy"]["labels_pending"]:
-                break
-            last = labelled
+            if health is not None:
+                acc = health["accuracy"]
+                labelled = acc["windows"][window]["labelled"]
+                if (labelled and acc.get("labels_behind") == 0 and not acc["labels_pending"]
+                        and labelled >= acc["labels_joined"]):
+                    break
             time.sleep(poll_s)
-    if not last or last < 0:
+    if health is None or not health["accuracy"]["windows"][window]["labelled"]:
         out.print(f"no mature labelled decision yet: see {cfg.audit.console_url}")
         return
-    out.print(accuracy_table(window, body))
+    out.print(accuracy_table(window, health["accuracy"]["windows"][window]))
     out.print(f"per model version over time: {cfg.audit.console_url}/accuracy/all")
 
 

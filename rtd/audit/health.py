@@ -390,6 +390,7 @@ class HealthMonitor:
             "drift": self.drift(now_ms),
             "accuracy": {"maturity_ms": self.settings.label_maturity_ms,
                          "labels_seen": self.labels_seen, "labels_pending": len(self.pending),
+                         "labels_joined": len(self.labelled),
                          "labels_unmatched": self.unmatched, "windows": windows},
             "completeness": None if completeness is None else {
                 key: completeness.get(key) for key in (

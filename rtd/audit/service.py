@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from model_training import score_distribution
 from model_training.score_distribution import ScoreDistribution
@@ -63,6 +69,7 @@ class AuditService:
         self.metrics = HealthMetrics()
         self.accuracy_series: dict[str, list[dict[str, Any]]] = {}
         self.unreadable_labels = 0
+        self.labels_behind: int | None = None
 
     def training_distribution(self, version: int) -> ScoreDistribution | None:
         """The version's recorded training scores; a version never changes once published."""
@@ -150,6 +157,17 @@ class AuditService:
                 log.warning("labels[%d]@%d: %s", msg.partition(), msg.offset(), exc)
         return count
 
+    def labels_lag(self, consumer: Consumer) -> int | None:
+        """Labels on the topic not yet read (None before the consumer has partitions)."""
+        assigned = consumer.assignment()
+        if not assigned:
+            return None
+        behind = 0
+        for tp in consumer.position(assigned):
+            _low, high = consumer.get_watermark_offsets(tp, timeout=1.0)
+            behind += max(0, high - max(tp.offset, 0))
+        return behind
+
     def health_tick(self) -> None:
         now = int(self.clock() * 1000)
         self.health.join(self.row, now)
@@ -160,6 +178,7 @@ class AuditService:
         self.health.observe_completeness(report["share_complete"], now)
         snap = self.health.snapshot(now, report)
         snap["accuracy"]["labels_unreadable"] = self.unreadable_labels
+        snap["accuracy"]["labels_behind"] = self.labels_behind
         snap["versions"] = self.health.versions()
         self.accuracy_series = {str(v): self.health.accuracy_series(now, v)
                                 for v in snap["versions"]}
@@ -196,6 +215,10 @@ class AuditService:
                 self.poll_once(consumer)
                 self.poll_labels(labels)
                 if time.monotonic() - last_health >= self.config.audit.health_interval_s:
+                    try:
+                        self.labels_behind = self.labels_lag(labels)
+                    except KafkaException as exc:
+                        log.warning("labels lag: %s", exc)
                     self.health_tick()
                     last_health = time.monotonic()
                 if time.monotonic() - last_flush >= self.config.audit.archive_flush_s:
