@@ -17,6 +17,8 @@ each new trace, the ``DecisionRef`` of each new decision) and every label from t
   model score, per model version and path, at the contract's thresholds.
 - Percentiles are nearest-rank: the smallest value with at least p% of values at or
   below it (so p99 of 100 values is the 99th smallest).
+- Accuracy is kept as counts per minute and group (``Tally``), not per event, so a
+  window of any traffic sums a few arrays.
 
 State is kept in memory for ``health_history_min`` minutes. After a restart the
 latency, fallback and freshness history starts again (the service resumes from its
@@ -31,12 +33,11 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import orjson
 
-from model_training.metrics import curves, roc_auc
 from model_training.score_distribution import ScoreDistribution, psi
 from rtd.audit.records import AuditRow, DecisionRef
 from rtd.config import AuditConfig, ThresholdsConfig
@@ -69,77 +70,108 @@ def _finite(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
-def threshold_metrics(labels: np.ndarray, scores: np.ndarray,
-                      threshold: float) -> dict[str, Any]:
-    """Precision, recall and false-positive rate of flagging ``scores >= threshold``."""
-    flagged = scores >= threshold
-    positives = labels.astype(bool)
-    tp = int(np.sum(flagged & positives))
-    fp = int(np.sum(flagged & ~positives))
-    p, n = int(positives.sum()), int((~positives).sum())
-    return {
-        "threshold": threshold, "flagged": int(flagged.sum()), "tp": tp, "fp": fp,
-        "precision": tp / (tp + fp) if tp + fp else None,
-        "recall": tp / p if p else None,
-        "fpr": fp / n if n else None,
-    }
+LEVELS = ("APPROVE", "REVIEW", "DECLINE")
+LEVEL = {name: i for i, name in enumerate(LEVELS)}
+# Model scores are counted in bins of 0.001 for the AUC (ties inside a bin get half
+# credit); precision, recall and FPR at the thresholds are counted exactly per event.
+SCORE_BINS = 1_000
 
 
-def scorer_metrics(labels: np.ndarray, scores: np.ndarray,
-                   thresholds: ThresholdsConfig) -> dict[str, Any]:
-    """AUC and the metrics at the review and decline thresholds (the contract's)."""
-    auc = roc_auc(curves(labels, scores)) if len(labels) else float("nan")
-    return {
-        "n": len(labels), "auc": _finite(auc),
-        "review": threshold_metrics(labels, scores, thresholds.review),
-        "decline": threshold_metrics(labels, scores, thresholds.decline),
-    }
+def _rate(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
 
 
-def outcome_score(outcome: str, thresholds: ThresholdsConfig) -> float:
-    """An outcome as a score at the thresholds, as training evaluates the rules
-    (model_training/train.py): flagged at review means REVIEW or DECLINE."""
-    return {"DECLINE": thresholds.decline, "REVIEW": thresholds.review}.get(outcome, 0.0)
+def at_threshold(threshold: float, tp: int, fp: int, positives: int,
+                 negatives: int) -> dict[str, Any]:
+    """Precision, recall and false-positive rate of what a scorer flagged."""
+    return {"threshold": threshold, "flagged": int(tp + fp), "tp": int(tp), "fp": int(fp),
+            "precision": _rate(tp, tp + fp), "recall": _rate(tp, positives),
+            "fpr": _rate(fp, negatives)}
 
 
-@dataclass(frozen=True, slots=True)
-class Labelled:
-    """A decision joined to its label."""
-
-    event_id: str
-    decided_at: int
-    is_fraud: bool
-    outcome: str
-    rules_outcome: str
-    path: str
-    model_version: int | None
-    score: float | None
+def ordinal_auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
+    """ROC AUC from counts per ordered score level: the share of (fraud, legitimate)
+    pairs ranked right, a tie counting half. None when a class is missing."""
+    p_total, n_total = int(pos.sum()), int(neg.sum())
+    if not p_total or not n_total:
+        return None
+    below = np.cumsum(neg) - neg  # legitimate events on a strictly lower level
+    return float((pos * below).sum() + 0.5 * (pos * neg).sum()) / (p_total * n_total)
 
 
-def accuracy(pairs: Sequence[Labelled], thresholds: ThresholdsConfig) -> dict[str, Any]:
+@dataclass
+class Tally:
+    """Counts of labelled decisions of one minute and group (model version, path).
+
+    ``levels[scorer, label, level]``: the decision's outcome (scorer 0) and the rules'
+    alone (scorer 1), as APPROVE / REVIEW / DECLINE, for legitimate (0) and fraud (1).
+    ``flags[label, k]``: model scores at or above the review (k 0) or decline (k 1)
+    threshold; ``hist[label, bin]``: the scores, for the AUC."""
+
+    levels: np.ndarray = field(default_factory=lambda: np.zeros((2, 2, 3), np.int64))
+    flags: np.ndarray = field(default_factory=lambda: np.zeros((2, 2), np.int64))
+    hist: np.ndarray = field(default_factory=lambda: np.zeros((2, SCORE_BINS), np.int64))
+
+    def add(self, is_fraud: bool, outcome: str, rules_outcome: str, score: float | None,
+            thresholds: ThresholdsConfig) -> None:
+        y = int(is_fraud)
+        self.levels[0, y, LEVEL.get(outcome, 0)] += 1
+        self.levels[1, y, LEVEL.get(rules_outcome, 0)] += 1
+        if score is not None:
+            self.flags[y, 0] += score >= thresholds.review
+            self.flags[y, 1] += score >= thresholds.decline
+            self.hist[y, min(SCORE_BINS - 1, max(0, int(score * SCORE_BINS)))] += 1
+
+    def __iadd__(self, other: Tally) -> Self:
+        self.levels += other.levels
+        self.flags += other.flags
+        self.hist += other.hist
+        return self
+
+    @property
+    def n(self) -> int:
+        return int(self.levels[0].sum())
+
+
+def _levels_metrics(pos: np.ndarray, neg: np.ndarray,
+                    thresholds: ThresholdsConfig) -> dict[str, Any]:
+    """An outcome as a scorer: flagged at review = REVIEW or DECLINE, at decline =
+    DECLINE; its AUC ranks APPROVE < REVIEW < DECLINE (as `rtd train` scores them)."""
+    p_total, n_total = int(pos.sum()), int(neg.sum())
+    return {"n": p_total + n_total, "auc": ordinal_auc(pos, neg),
+            "review": at_threshold(thresholds.review, pos[1:].sum(), neg[1:].sum(),
+                                   p_total, n_total),
+            "decline": at_threshold(thresholds.decline, pos[2], neg[2], p_total, n_total)}
+
+
+def accuracy(t: Tally, thresholds: ThresholdsConfig) -> dict[str, Any]:
     """The decision, the rules alone, and the model score, on the same labelled events."""
-    y = np.array([p.is_fraud for p in pairs], dtype=np.float64)
-    decision = np.array([outcome_score(p.outcome, thresholds) for p in pairs])
-    rules = np.array([outcome_score(p.rules_outcome, thresholds) for p in pairs])
-    scored = [i for i, p in enumerate(pairs) if p.score is not None]
-    model = np.array([pairs[i].score for i in scored], dtype=np.float64)
-    return {
-        "n": len(pairs), "fraud": int(y.sum()),
-        "decision": scorer_metrics(y, decision, thresholds),
-        "rules_only": scorer_metrics(y, rules, thresholds),
+    scored_pos, scored_neg = int(t.hist[1].sum()), int(t.hist[0].sum())
+    model = None
+    if scored_pos + scored_neg:
         # Only the events that had a score (MODEL path): a fallback has none.
-        "model_score": scorer_metrics(y[scored], model, thresholds) if scored else None,
-    }
+        model = {"n": scored_pos + scored_neg, "auc": ordinal_auc(t.hist[1], t.hist[0]),
+                 "review": at_threshold(thresholds.review, t.flags[1, 0], t.flags[0, 0],
+                                        scored_pos, scored_neg),
+                 "decline": at_threshold(thresholds.decline, t.flags[1, 1], t.flags[0, 1],
+                                         scored_pos, scored_neg)}
+    return {"n": t.n, "fraud": int(t.levels[0, 1].sum()),
+            "decision": _levels_metrics(t.levels[0, 1], t.levels[0, 0], thresholds),
+            "rules_only": _levels_metrics(t.levels[1, 1], t.levels[1, 0], thresholds),
+            "model_score": model}
 
 
-def breakdown(pairs: Sequence[Labelled], thresholds: ThresholdsConfig) -> list[dict[str, Any]]:
+Group = tuple[int | None, str]  # (model version, path)
+
+
+def breakdown(groups: Mapping[Group, Tally], thresholds: ThresholdsConfig) -> list[dict[str, Any]]:
     """``accuracy`` of every (model version, path) group, then of all events."""
-    groups: dict[tuple[int | None, str], list[Labelled]] = defaultdict(list)
-    for p in pairs:
-        groups[(p.model_version, p.path)].append(p)
-    out = [{"model_version": v, "path": path, **accuracy(items, thresholds)}
-           for (v, path), items in sorted(groups.items(), key=lambda g: (g[0][0] or 0, g[0][1]))]
-    out.append({"model_version": None, "path": "ALL", **accuracy(pairs, thresholds)})
+    everything = Tally()
+    out = []
+    for (version, path), tally in sorted(groups.items(), key=lambda g: (g[0][0] or 0, g[0][1])):
+        everything += tally
+        out.append({"model_version": version, "path": path, **accuracy(tally, thresholds)})
+    out.append({"model_version": None, "path": "ALL", **accuracy(everything, thresholds)})
     return out
 
 
@@ -206,7 +238,10 @@ class HealthMonitor:
         self.thresholds = thresholds
         self.training = training
         self.minutes: dict[int, Minute] = defaultdict(Minute)
-        self.labelled: dict[str, Labelled] = {}
+        # Labelled decisions, counted per minute of decided_at and group.
+        self.tallies: dict[int, dict[Group, Tally]] = defaultdict(lambda: defaultdict(Tally))
+        self.joined = 0
+        self.versions_seen: set[int] = set()
         self.pending: dict[str, tuple[Label, int]] = {}  # event_id -> (label, first seen)
         self.unmatched = 0
         self.labels_seen = 0
@@ -251,9 +286,12 @@ class HealthMonitor:
                     self.unmatched += 1
                 continue
             del self.pending[event_id]
-            self.labelled[event_id] = Labelled(
-                event_id, row.decided_at, label.is_fraud, row.outcome, row.rules_outcome,
-                row.path, row.model_version, row.score)
+            # A label delivered twice counts twice: `labels` is not an exactly-once log.
+            self.tallies[minute_of(row.decided_at)][(row.model_version, row.path)].add(
+                label.is_fraud, row.outcome, row.rules_outcome, row.score, self.thresholds)
+            if row.model_version is not None:
+                self.versions_seen.add(row.model_version)
+            self.joined += 1
             joined += 1
         return joined
 
@@ -267,8 +305,8 @@ class HealthMonitor:
             max(windows), settings.health_history_min + min(windows)) * MINUTE_MS
         for minute in [m for m in self.minutes if m < keep_from]:
             del self.minutes[minute]
-        for event_id in [e for e, p in self.labelled.items() if p.decided_at < horizon]:
-            del self.labelled[event_id]
+        for minute in [m for m in self.tallies if m < horizon]:
+            del self.tallies[minute]
 
     # ---- output ------------------------------------------------------------------
 
@@ -280,12 +318,15 @@ class HealthMonitor:
         """Decisions before this time are judged: their labels have had time to come."""
         return minute_of(now_ms - self.settings.label_maturity_ms)
 
-    def accuracy_window(self, now_ms: int, minutes: int,
-                        version: int | None = None) -> list[Labelled]:
-        end = self.mature_before(now_ms)
-        start = end - minutes * MINUTE_MS
-        return [p for p in self.labelled.values() if start <= p.decided_at < end
-                and (version is None or p.model_version == version)]
+    def accuracy_window(self, end: int, minutes: int,
+                        version: int | None = None) -> dict[Group, Tally]:
+        """The groups' tallies of the ``minutes`` minutes before ``end`` (a minute)."""
+        out: dict[Group, Tally] = defaultdict(Tally)
+        for at in range(end - minutes * MINUTE_MS, end, MINUTE_MS):
+            for group, tally in self.tallies.get(at, {}).items():
+                if version is None or group[0] == version:
+                    out[group] += tally
+        return out
 
     def series(self, now_ms: int) -> list[dict[str, Any]]:
         """One point per minute: traffic, latency, fallback rate (the sparklines)."""
@@ -327,26 +368,22 @@ class HealthMonitor:
         return out
 
     def versions(self) -> list[int]:
-        return sorted({p.model_version for p in self.labelled.values()
-                       if p.model_version is not None})
+        return sorted(self.versions_seen)
 
     def accuracy_series(self, now_ms: int, version: int | None) -> list[dict[str, Any]]:
         """Per mature minute, the metrics over the shortest rolling window ending with it
         (``version`` None: every event, fallbacks included)."""
         window = min(self.settings.accuracy_windows_min, default=5)
         end = self.mature_before(now_ms)
-        by_minute: dict[int, list[Labelled]] = defaultdict(list)
-        for p in self.labelled.values():
-            if version is None or p.model_version == version:
-                by_minute[minute_of(p.decided_at)].append(p)
         out = []
         first = end - self.settings.health_history_min * MINUTE_MS
         for at in range(first, end, MINUTE_MS):
-            inside = [p for m in range(at - (window - 1) * MINUTE_MS, at + MINUTE_MS, MINUTE_MS)
-                      for p in by_minute.get(m, ())]
-            if not inside:
+            total = Tally()
+            for tally in self.accuracy_window(at + MINUTE_MS, window, version).values():
+                total += tally
+            if not total.n:
                 continue
-            a = accuracy(inside, self.thresholds)
+            a = accuracy(total, self.thresholds)
             out.append({"minute": at, "window_min": window, "n": a["n"],
                         "fraud": a["fraud"], **{
                             f"{scorer}_{metric}": (a[scorer] or {}).get("review", {}).get(metric)
@@ -368,13 +405,13 @@ class HealthMonitor:
         mature_end = self.mature_before(now_ms)
         windows = {}
         for minutes in self.settings.accuracy_windows_min:
-            pairs = self.accuracy_window(now_ms, minutes)
+            groups = self.accuracy_window(mature_end, minutes)
             decided = sum(m.decisions for at, m in self.minutes.items()
                           if mature_end - minutes * MINUTE_MS <= at < mature_end)
             windows[str(minutes)] = {
                 "from": mature_end - minutes * MINUTE_MS, "to": mature_end,
-                "labelled": len(pairs), "decided_seen": decided,
-                "groups": breakdown(pairs, self.thresholds),
+                "labelled": sum(t.n for t in groups.values()), "decided_seen": decided,
+                "groups": breakdown(groups, self.thresholds),
             }
         return {
             "computed_at": now_ms,
@@ -390,7 +427,7 @@ class HealthMonitor:
             "drift": self.drift(now_ms),
             "accuracy": {"maturity_ms": self.settings.label_maturity_ms,
                          "labels_seen": self.labels_seen, "labels_pending": len(self.pending),
-                         "labels_joined": len(self.labelled),
+                         "labels_joined": self.joined,
                          "labels_unmatched": self.unmatched, "windows": windows},
             "completeness": None if completeness is None else {
                 key: completeness.get(key) for key in (

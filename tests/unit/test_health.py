@@ -14,10 +14,12 @@ from rtd.audit.health import (
     MINUTE_MS,
     HealthMonitor,
     Label,
+    Tally,
+    accuracy,
+    at_threshold,
+    ordinal_auc,
     percentile,
     read_label,
-    scorer_metrics,
-    threshold_metrics,
 )
 from rtd.audit.records import DecisionRef, read_trace
 from rtd.config import AuditConfig, ThresholdsConfig
@@ -37,19 +39,25 @@ def test_nearest_rank_percentiles():
 
 
 def test_precision_recall_fpr_and_auc_by_hand():
-    labels = np.array([1, 1, 0, 0, 0], dtype=float)
-    scores = np.array([0.95, 0.5, 0.7, 0.1, 0.65])
-    review = threshold_metrics(labels, scores, 0.6)  # flags 0.95, 0.7, 0.65
+    t = Tally()
+    for fraud, score in ((True, 0.95), (True, 0.5), (False, 0.7), (False, 0.1),
+                         (False, 0.65)):
+        t.add(fraud, "APPROVE", "APPROVE", score, T)
+    model = accuracy(t, T)["model_score"]
+    review = model["review"]  # flags 0.95, 0.7, 0.65
     assert (review["tp"], review["fp"]) == (1, 2)
     assert review["precision"] == pytest.approx(1 / 3)
     assert review["recall"] == pytest.approx(1 / 2)
     assert review["fpr"] == pytest.approx(2 / 3)
-    m = scorer_metrics(labels, scores, T)
-    assert m["decline"]["precision"] == 1.0 and m["decline"]["fpr"] == 0.0
-    # Positive-negative pairs ranked right: 0.95 beats all three, 0.5 beats 0.1: 4 of 6.
-    assert m["auc"] == pytest.approx(4 / 6)
-    nothing = threshold_metrics(np.array([0.0]), np.array([0.1]), 0.6)
-    assert nothing["precision"] is None and nothing["recall"] is None
+    assert model["decline"]["precision"] == 1.0 and model["decline"]["fpr"] == 0.0
+    # Fraud-legitimate pairs ranked right: 0.95 beats all three, 0.5 beats 0.1: 4 of 6.
+    assert model["auc"] == pytest.approx(4 / 6)
+    # Ordinal levels: fraud at REVIEW, DECLINE; legitimate at APPROVE, REVIEW.
+    # Pairs: (R, A) right, (R, R) tie, (D, A) right, (D, R) right: 3.5 of 4.
+    assert ordinal_auc(np.array([0, 1, 1]), np.array([1, 1, 0])) == pytest.approx(3.5 / 4)
+    assert ordinal_auc(np.array([0, 0, 0]), np.array([1, 0, 0])) is None
+    nothing = at_threshold(0.6, 0, 0, 0, 1)
+    assert nothing["precision"] is None and nothing["recall"] is None and nothing["fpr"] == 0
 
 
 def test_psi_by_hand_and_from_recorded_training_scores():
