@@ -70,6 +70,7 @@ class AuditService:
         self.accuracy_series: dict[str, list[dict[str, Any]]] = {}
         self.unreadable_labels = 0
         self.labels_behind: int | None = None
+        self.labels_assigned = False
 
     def training_distribution(self, version: int) -> ScoreDistribution | None:
         """The version's recorded training scores; a version never changes once published."""
@@ -129,18 +130,27 @@ class AuditService:
         return len(records)
 
     def _labels_consumer(self) -> Consumer:
-        """`labels` from its start, every time: its group never commits, so accuracy is
-        rebuilt from the topic and the store after a restart."""
-        consumer = Consumer({
+        """`labels` from its start, every time, all partitions (assigned, not shared
+        through a group: each instance joins the labels of the decisions it stores), so
+        accuracy is rebuilt from the topic and the store after a restart."""
+        return Consumer({
             "bootstrap.servers": self.config.kafka.bootstrap_servers,
             "group.id": f"{self.config.audit.consumer_group}-labels",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
         })
-        consumer.subscribe([self.topics.labels])
-        return consumer
+
+    def _assign_labels(self, consumer: Consumer) -> bool:
+        topic = self.topics.labels
+        meta = consumer.list_topics(topic, timeout=1.0).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return False  # not created yet: try again at the next health tick
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        return True
 
     def poll_labels(self, consumer: Consumer) -> int:
+        if not self.labels_assigned:
+            return 0
         now = int(self.clock() * 1000)
         count = 0
         for msg in consumer.consume(5_000, timeout=0.05):
@@ -216,9 +226,11 @@ class AuditService:
                 self.poll_labels(labels)
                 if time.monotonic() - last_health >= self.config.audit.health_interval_s:
                     try:
+                        if not self.labels_assigned:
+                            self.labels_assigned = self._assign_labels(labels)
                         self.labels_behind = self.labels_lag(labels)
                     except KafkaException as exc:
-                        log.warning("labels lag: %s", exc)
+                        log.warning("labels: %s", exc)
                     self.health_tick()
                     last_health = time.monotonic()
                 if time.monotonic() - last_flush >= self.config.audit.archive_flush_s:
