@@ -176,3 +176,13 @@ def test_a_minute_keeps_a_bounded_uniform_sample(monkeypatch):
     for v in (3, 1, 2):
         small.add(v)
     assert sorted(small) == [1, 2, 3]
+
+
+def test_score_bins_keep_the_order_of_small_scores():
+    from rtd.audit.health import SCORE_BINS, score_bin
+
+    scores = [0.0, 1e-10, 2e-8, 3e-8, 1.5e-5, 1.6e-5, 9.99e-4, 1e-3, 0.5, 0.999, 1.0]
+    bins = [score_bin(x) for x in scores]
+    assert bins == sorted(bins) and bins[-1] == SCORE_BINS - 1
+    # Distinct bins where a fraud model's legitimate mass lies (within 1% relative).
+    assert len(set(bins[2:7])) == 5
