@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_training.score_distribution import record_training_scores
 from serving.model_signature import CHANNELS, MODEL_INPUT_NAMES
 from serving.model_store import list_versions
 
@@ -139,6 +140,8 @@ def train_and_export(
     inputs, labels = simulate_feature_rows(rows, seed=seed)
     model = train_model(inputs, labels, epochs=epochs, seed=seed)
     export_saved_model(model, export_dir)
+    # The score drift of this version is measured against its training scores.
+    record_training_scores(export_dir, inputs, f"bootstrap: {rows:,} simulated rows")
 
 
 def write_version(

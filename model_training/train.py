@@ -24,6 +24,7 @@ from decisioning.decision import ModelResult, decide
 from decisioning.rules import RuleSet, evaluate_rules, load_rules
 from model_training.dataset import LabelledRows, TrainingDataError, load_labelled, time_split
 from model_training.metrics import Scores, score
+from model_training.score_distribution import record_training_scores
 from rtd.config import ThresholdsConfig
 from serving.model_signature import MODEL_INPUT_NAMES, SCORE_OUTPUT, SIGNATURE_NAME
 from serving.model_store import TfSavedModel, list_versions
@@ -129,6 +130,9 @@ def train_and_evaluate(settings: TrainSettings) -> TrainResult:
         model = train_model(train.inputs, train.labels, epochs=settings.epochs,
                             seed=settings.seed)
         export_saved_model(model, staging)
+        # Score drift of this version, once it serves, is measured against these.
+        record_training_scores(staging, train.inputs,
+                               f"{settings.dataset}: {len(train):,} training rows")
         candidate_scores = predict(TfSavedModel(staging), holdout.inputs)
         serving_scores = None
         if serving_version is not None:

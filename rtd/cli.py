@@ -44,7 +44,9 @@ def _fail(exc: Exception) -> typer.Exit:
 
 @app.command()
 def setup(config: ConfigOption = None) -> None:
-    """Fetch what is missing: Kafka and connector jars (Maven Central), bootstrap model."""
+    """Fetch what is missing: Kafka, connector and Flink reporter jars (Maven Central),
+    the bootstrap model, and headless Chromium for the console's browser test (Debian)."""
+    from rtd.stack.browser import ensure_browser
     from rtd.stack.jars import ensure_jars
     from rtd.stack.model_server import ModelServer
 
@@ -58,6 +60,12 @@ def setup(config: ConfigOption = None) -> None:
         raise _fail(exc) from exc
     console.print(f"jars in {cfg.jars_path}; model base path "
                   f"{cfg.path(cfg.serving.base_path)} (latest version {version})")
+    try:
+        with console.status("checking for chromium and chromium-driver"):
+            console.print(ensure_browser())
+    except StackError as exc:
+        # Only the browser test needs it (and skips, saying why, without it).
+        console.print(f"[yellow]warning:[/yellow] {exc}")
 
 
 @stack_app.command("up")
@@ -133,6 +141,9 @@ def demo(
     rate: Annotated[float, typer.Option(help="Events per second")] = 500.0,
     duration: Annotated[float, typer.Option(help="Seconds of traffic")] = 60.0,
     seed: Annotated[int, typer.Option(help="Simulator seed")] = 42,
+    accuracy: Annotated[bool, typer.Option(
+        help="At the end, wait until the demo's decisions are mature (audit.label_maturity_ms) "
+             "and print their accuracy as the console shows it")] = True,
 ) -> None:
     """Set up what is missing, start the stack, submit the job, simulate traffic and
     show a live tally of committed decisions."""
@@ -149,6 +160,9 @@ def demo(
     except StackError as exc:
         raise _fail(exc) from exc
     console.print(f"job running: {cfg.flink.rest_url}/#/job/running/{job_id}")
+    if cfg.audit.enabled and cfg.audit.console_port:
+        console.print(f"decision console: {cfg.audit.console_url}  (Flink UI: "
+                      f"{cfg.flink.rest_url})")
     stop = threading.Event()
     tally_thread = threading.Thread(target=live_tally, args=(cfg, stop), daemon=True)
     tally_thread.start()
@@ -165,9 +179,15 @@ def demo(
     if summary is not None:
         console.print(f"sent {len(summary.valid_event_ids)} valid and {len(summary.malformed)} "
                       f"malformed events at {summary.events_per_s:.0f}/s")
+    if summary is not None and accuracy and cfg.audit.enabled and cfg.audit.console_port:
+        from rtd.audit.cli import print_demo_accuracy
+
+        print_demo_accuracy(cfg, console)
+    console_note = (f"Decision console: {cfg.audit.console_url}. "
+                    if cfg.audit.enabled and cfg.audit.console_port else "")
     console.print(
-        f"The stack keeps running. Flink UI: {cfg.flink.rest_url}. Explain a decision: "
-        "`rtd explain EVENT_ID`. Stop everything: `make down` (or `rtd stack down`)."
+        f"The stack keeps running. {console_note}Flink UI: {cfg.flink.rest_url}. Explain a "
+        "decision: `rtd explain EVENT_ID`. Stop everything: `make down` (or `rtd stack down`)."
     )
 
 

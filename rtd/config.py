@@ -111,6 +111,11 @@ class FlinkConfig(_Frozen):
     # execution.buffer-timeout, default 100 ms): a floor on each shuffle's latency at
     # low rates. -1 keeps Flink's default.
     buffer_timeout_ms: int = Field(default=2, ge=-1)
+    # Flink's Prometheus metrics reporter (flink-metrics-prometheus, from Maven Central)
+    # listens here on every JobManager and TaskManager (a range: one port per process);
+    # 0 turns it off.
+    prometheus_port: int = Field(default=9249, ge=0)
+    prometheus_port_range: int = Field(default=8, ge=1)
 
     @property
     def rest_url(self) -> str:
@@ -224,6 +229,27 @@ class AuditConfig(_Frozen):
     # A decision without its trace (or the reverse) younger than this is in flight, not
     # missing: the two topics are read independently.
     completeness_grace_ms: int = Field(default=60_000, ge=0)
+    # The decision console and the Prometheus endpoint (/metrics), served by the service;
+    # port 0: none (a second instance of a scale-out group, tests of the indexer alone).
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=8090, ge=0)
+    # Health (rtd/audit/health.py). A decision counts towards accuracy once it is this old:
+    # labels arrive late (the simulator's default delay is 30 s), and a minute judged
+    # before its labels are in would read as missed fraud.
+    label_maturity_ms: int = Field(default=60_000, ge=0)
+    # A label whose decision the store has not indexed after this long is unmatched.
+    label_wait_ms: int = Field(default=600_000, ge=0)
+    # Rolling windows (minutes of mature decisions) accuracy is reported over.
+    accuracy_windows_min: tuple[int, ...] = (5, 60)
+    # Minutes of per-minute health kept in memory (sparklines, Prometheus).
+    health_history_min: int = Field(default=60, ge=1)
+    # Latency, fallback and drift tiles summarise this many recent minutes.
+    tile_window_min: int = Field(default=5, ge=1)
+    health_interval_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.console_host}:{self.console_port}"
 
 
 class RtdConfig(_Frozen):

@@ -19,10 +19,12 @@ TEST_STACK = {
     "kafka": {"bootstrap_servers": f"127.0.0.1:{19092 + _OFFSET}",
               "controller_port": 19093 + _OFFSET, "heap": "512m"},
     "flink": {"rest_port": 18081 + _OFFSET, "rpc_port": 16123 + _OFFSET,
-              "checkpoint_interval_ms": 1000, "taskmanager_memory": "2560m"},
+              "checkpoint_interval_ms": 1000, "taskmanager_memory": "2560m",
+              "prometheus_port": 19249 + _OFFSET},
     "serving": {"port": 18500 + _OFFSET,
                 "base_path": f".stack-test{_OFFSET or ''}/models/fraud",
                 "poll_interval_s": 1.0},
+    "audit": {"console_port": 18090 + _OFFSET},
 }
 
 

@@ -230,3 +230,85 @@ if __name__ == "__main__":
     # `python -m rtd.audit.cli` (or the `rtd-audit` script): the store's commands without
     # importing the whole `rtd` CLI (replay, training), which triples the start-up time.
     audit_app()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def accuracy_table(window_min: str, body: dict[str, Any]) -> Table:
+    """One rolling window of the health snapshot's accuracy, as the console shows it."""
+    table = Table("model", "path", "events", "fraud", "decision P / R", "rules only P / R",
+                  "model score P / R", "AUC model",
+                  title=f"accuracy, last {window_min} mature min (review threshold)")
+    for g in body["groups"]:
+        def pr(m: dict[str, Any] | None) -> str:
+            return "-" if m is None else f"{_pct(m['review']['precision'])} / " \
+                                         f"{_pct(m['review']['recall'])}"
+        auc = g["model_score"]["auc"] if g["model_score"] else None
+        table.add_row("-" if g["model_version"] is None else f"v{g['model_version']}",
+                      g["path"], str(g["n"]), str(g["fraud"]), pr(g["decision"]),
+                      pr(g["rules_only"]), pr(g["model_score"]),
+                      "-" if auc is None else f"{auc:.3f}")
+    return table
+
+
+def fetch_health(cfg: RtdConfig) -> dict[str, Any] | None:
+    import requests
+
+    try:
+        response = requests.get(f"{cfg.audit.console_url}/api/health", timeout=3)
+    except requests.RequestException:
+        return None
+    return response.json() if response.ok else None
+
+
+def print_demo_accuracy(cfg: RtdConfig, out: Console, poll_s: float = 3.0) -> None:
+    """Wait until every joined label's decision is mature (inside the longest window),
+    then print their accuracy (the model beside rules only); give up after maturity plus
+    3 min and print what is there."""
+    import time
+
+    deadline = time.monotonic() + cfg.audit.label_maturity_ms / 1000 + 180
+    window = str(max(cfg.audit.accuracy_windows_min))
+    health: dict[str, Any] | None = None
+    with out.status(f"waiting for the decisions to mature ({cfg.audit.label_maturity_ms // 1000}"
+                    " s after their minute: labels arrive late), for the accuracy"):
+        while time.monotonic() < deadline:
+            health = fetch_health(cfg)
+            if health is not None:
+                acc = health["accuracy"]
+                labelled = acc["windows"][window]["labelled"]
+                if (labelled and acc.get("labels_behind") == 0 and not acc["labels_pending"]
+                        and labelled >= acc["labels_joined"]):
+                    break
+            time.sleep(poll_s)
+    if health is None or not health["accuracy"]["windows"][window]["labelled"]:
+        out.print(f"no mature labelled decision yet: see {cfg.audit.console_url}")
+        return
+    out.print(accuracy_table(window, health["accuracy"]["windows"][window]))
+    out.print(f"per model version over time: {cfg.audit.console_url}/accuracy/all")
+
+
+@audit_app.command("health")
+def health(config: ConfigOption = None,
+           as_json: Annotated[bool, typer.Option("--json", help="The whole snapshot")] = False
+           ) -> None:
+    """The health snapshot of the running audit service (what the console shows)."""
+    cfg = config_or_exit(config)
+    snap = fetch_health(cfg)
+    if snap is None:
+        console.print(f"[red]error:[/red] no health from {cfg.audit.console_url}: is the "
+                      "audit service running (`rtd stack status`)?")
+        raise typer.Exit(1)
+    if as_json:
+        console.print_json(json.dumps(snap))
+        return
+    lat, vis, fb, comp = (snap["latency_ms"], snap["visibility_ms"], snap["fallback"],
+                          snap["completeness"])
+    console.print(f"last {snap['tile_window_min']} min: {snap['traffic']['decisions']} "
+                  f"decisions; latency p50/p99/p99.9 {lat['p50']}/{lat['p99']}/{lat['p999']} ms; "
+                  f"commit visible p99 {vis['p99']} ms; fallback {_pct(fb['rate'])} "
+                  f"{fb['causes']}; completeness {_pct(comp and comp['share_complete'])}")
+    for window_min, body in snap["accuracy"]["windows"].items():
+        console.print(accuracy_table(window_min, body))

@@ -8,16 +8,18 @@ archive columns, completeness) works on ``AuditRow``, built through the version'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from decisioning.rules import Outcome
 from decisioning.trace import (
     STAGES,
     TRACE_LAYOUTS,
     TraceLayout,
     is_complete,
+    stage_durations,
     trace_version,
 )
 from feature_views.definitions import FEATURE_NAMES
@@ -55,6 +57,13 @@ class AuditRow:
     rules_version: str | None
     # Carries every part the contract asks of a trace (decisioning.trace.is_complete).
     complete: bool
+    # Kafka append time of the decided event (LogAppendTime on the stack's topics).
+    appended_at: int | None = None
+    # The most severe outcome of the fired rules alone: the rules-only baseline of the
+    # same event, whatever the model said (health: accuracy beside the model).
+    rules_outcome: str = "APPROVE"
+    # Per feature: decided_at minus the Kafka append time of the newest event it reflects.
+    freshness_ms: Mapping[str, int | None] = field(default_factory=dict)
 
 
 def _trace_row(layout: TraceLayout, trace: Mapping[str, Any]) -> AuditRow:
@@ -63,8 +72,11 @@ def _trace_row(layout: TraceLayout, trace: Mapping[str, Any]) -> AuditRow:
     model = trace["model"]
     response, last = model.get("response"), model.get("last_score")
     used = response or last
-    values = layout.values(trace)
+    entries = layout.feature_entries(trace)
+    values = {f["name"]: f["value"] for f in entries}
+    freshness = {f["name"]: f.get("freshness_ms") for f in entries}
     timings = layout.timings(trace)
+    fired = [r for r in layout.rules(trace) if r.get("fired")]
     return AuditRow(
         decision_id=trace["decision_id"],
         event_id=trace["event_id"],
@@ -79,7 +91,7 @@ def _trace_row(layout: TraceLayout, trace: Mapping[str, Any]) -> AuditRow:
         model_version=used.get("model_version") if used else None,
         late=bool(trace.get("late")),
         reasons=tuple(trace.get("reasons", ())),
-        rules_fired=tuple(r["id"] for r in layout.rules(trace) if r.get("fired")),
+        rules_fired=tuple(r["id"] for r in fired),
         features={name: values.get(name) for name in FEATURE_NAMES},
         timings={stage: timings.get(stage) for stage in STAGES},
         event=event,
@@ -87,7 +99,16 @@ def _trace_row(layout: TraceLayout, trace: Mapping[str, Any]) -> AuditRow:
         code_version=trace.get("job", {}).get("code_version"),
         rules_version=trace.get("rules_version"),
         complete=is_complete(trace, FEATURE_NAMES),
+        appended_at=trace["input"].get("kafka_timestamp"),
+        rules_outcome=most_severe(r["outcome"] for r in fired),
+        freshness_ms={name: freshness.get(name) for name in FEATURE_NAMES},
     )
+
+
+def most_severe(outcomes: Iterable[str]) -> str:
+    """APPROVE unless an outcome says otherwise; DECLINE beats REVIEW."""
+    return max((Outcome(o) for o in outcomes), key=lambda o: o.severity,
+               default=Outcome.APPROVE).value
 
 
 # A trace layout is added in decisioning.trace.TRACE_LAYOUTS, by its schema_version, and
@@ -132,3 +153,85 @@ DECISION_READERS: dict[int, Callable[[Mapping[str, Any]], DecisionRef]] = {
 
 def read_decision(decision: Mapping[str, Any]) -> DecisionRef:
     return _reader(DECISION_READERS, "decision", decision)(decision)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureLine:
+    name: str
+    value: float | None
+    view: str | None
+    aggregation: str | None
+    window_ms: int | None
+    as_of_event_time: int | None
+    freshness_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLine:
+    id: str
+    when: str
+    inputs: Mapping[str, Any]
+    fired: bool
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLine:
+    name: str | None
+    score: float | None  # the live response's, or the remembered last score's
+    model_version: int | None
+    latency_ms: float | None
+    batch_size: int | None
+    fallback_reason: str | None
+    fallback_detail: str | None
+    last_score: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Everything `rtd explain` tells about one decision, as typed parts (the console's
+    decision page), whatever the trace's version."""
+
+    row: AuditRow
+    input_topic: str | None
+    input_partition: int | None
+    input_offset: int | None
+    features: tuple[FeatureLine, ...]
+    rules: tuple[RuleLine, ...]
+    model: ModelLine
+    thresholds: Mapping[str, float]
+    stage_ms: Mapping[str, int]
+    job: Mapping[str, Any]
+
+
+def _explain_trace(layout: TraceLayout, trace: Mapping[str, Any]) -> Explanation:
+    """``trace`` as an explanation, read through its version's layout."""
+    inp, model = trace["input"], trace["model"]
+    response, last = model.get("response"), model.get("last_score")
+    used = response or last or {}
+    return Explanation(
+        row=_trace_row(layout, trace),
+        input_topic=inp.get("topic"), input_partition=inp.get("partition"),
+        input_offset=inp.get("offset"),
+        features=tuple(FeatureLine(f["name"], f.get("value"), f.get("view"),
+                                   f.get("aggregation"), f.get("window_ms"),
+                                   f.get("as_of_event_time"), f.get("freshness_ms"))
+                       for f in layout.feature_entries(trace)),
+        rules=tuple(RuleLine(r["id"], r.get("when", ""), r.get("inputs", {}),
+                             bool(r.get("fired")), r.get("outcome", ""))
+                    for r in layout.rules(trace)),
+        model=ModelLine(model.get("name"), used.get("score"), used.get("model_version"),
+                        (response or {}).get("latency_ms"), (response or {}).get("batch_size"),
+                        model.get("fallback_reason"), model.get("fallback_detail"), last),
+        thresholds=trace.get("thresholds", {}),
+        stage_ms=stage_durations(layout.timings(trace)),
+        job=trace.get("job", {}),
+    )
+
+
+EXPLANATION_READERS: dict[int, Callable[[Mapping[str, Any]], Explanation]] = {
+    version: partial(_explain_trace, layout) for version, layout in TRACE_LAYOUTS.items()}
+
+
+def explain_trace(trace: Mapping[str, Any]) -> Explanation:
+    return _reader(EXPLANATION_READERS, "trace", trace)(trace)

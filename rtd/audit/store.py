@@ -40,7 +40,13 @@ from rocksdict import (
 )
 
 from rtd.audit.columns import row_dict
-from rtd.audit.records import UnknownSchemaVersion, read_decision, read_trace
+from rtd.audit.records import (
+    AuditRow,
+    DecisionRef,
+    UnknownSchemaVersion,
+    read_decision,
+    read_trace,
+)
 
 HOUR_MS = 3_600_000
 COUNT_KEYS = ("decisions", "traces", "duplicate_decisions", "duplicate_traces", "unreadable",
@@ -74,6 +80,9 @@ class IngestResult:
     decisions: int = 0
     duplicates: int = 0
     unreadable: list[str] = field(default_factory=list)
+    # What this batch newly stored (duplicates left out): the health monitor's input.
+    rows: list[AuditRow] = field(default_factory=list)
+    decision_refs: list[DecisionRef] = field(default_factory=list)
 
 
 def _options() -> Options:
@@ -181,6 +190,7 @@ class AuditStore:
             result.duplicates += 1
             return
         seen.add(did)
+        result.rows.append(row)
         counts["last_decided_at"] = max(counts["last_decided_at"], row.decided_at)
         batch.put(_k("t", did), record.value or b"")
         batch.put(_k("e", row.event_id), did.encode())
@@ -213,6 +223,7 @@ class AuditStore:
             result.duplicates += 1
             return
         seen.add(did)
+        result.decision_refs.append(ref)
         pending_put[_k("D", did)] = orjson.dumps([record.partition, record.offset])
         if did in seen_traces or self.db.get(_k("t", did)) is not None:
             pending_del.add(_k("pt", did))

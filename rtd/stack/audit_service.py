@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+import requests
+
 from rtd.config import PROJECT_ROOT, RtdConfig
 from rtd.stack.processes import ManagedProcess, StackError, wait_until
 
@@ -36,6 +38,16 @@ class AuditServiceProcess:
         if not self.running():
             raise StackError("the audit service exited at start. Log:\n"
                              + self.process.tail(40))
+        if self.config.audit.console_port:
+            wait_until(lambda: self.console_up() or not self.running(), 30,
+                       "audit console", lambda: self.process.tail())
+        return True
+
+    def console_up(self) -> bool:
+        try:
+            requests.get(f"{self.config.audit.console_url}/metrics", timeout=1)
+        except requests.RequestException:
+            return False
         return True
 
     def stop(self) -> bool:

@@ -17,6 +17,7 @@ import requests
 import yaml
 
 from rtd.config import PROJECT_ROOT, RtdConfig
+from rtd.stack.jars import prometheus_plugin_dir
 from rtd.stack.processes import StackError, pid_alive, terminate, wait_until
 
 JOB_PACKAGES = ("rtd", "decisioning", "feature_views", "operators", "serving", "flink_jobs")
@@ -93,6 +94,20 @@ class FlinkCluster:
             # the logs, not into whatever directory the daemon was started from.
             "env.java.opts.all": (f"{default_java_opts()} -XX:+UseG1GC "
                                   f"-XX:ErrorFile={self.log_dir}/hs_err_pid%p.log").strip(),
+            **self._prometheus_settings(),
+        }
+
+    def _prometheus_settings(self) -> dict[str, Any]:
+        """Flink's Prometheus reporter: each JobManager and TaskManager takes the first
+        free port of the range, so Prometheus scrapes the job's metrics there too."""
+        flink = self.config.flink
+        if not flink.prometheus_port:
+            return {}
+        last = flink.prometheus_port + flink.prometheus_port_range - 1
+        return {
+            "metrics.reporter.prom.factory.class":
+                "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+            "metrics.reporter.prom.port": f"{flink.prometheus_port}-{last}",
         }
 
     def write_config(self) -> None:
@@ -132,10 +147,26 @@ class FlinkCluster:
             if not (lib / name).exists():
                 (lib / name).symlink_to(jar)
 
+    @property
+    def plugins_dir(self) -> Path:
+        return self.home / "plugins"
+
+    def write_plugins_dir(self) -> None:
+        """Only the plugins the stack uses (the Prometheus reporter, resolved from Maven
+        Central by `rtd setup`), not every one the apache-flink wheel carries."""
+        plugins = self.plugins_dir
+        plugins.mkdir(parents=True, exist_ok=True)
+        link = plugins / "metrics-prometheus"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        if self.config.flink.prometheus_port:
+            link.symlink_to(prometheus_plugin_dir(self.config), target_is_directory=True)
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "FLINK_LIB_DIR": str(self.lib_dir),
+            "FLINK_PLUGINS_DIR": str(self.plugins_dir),
             "FLINK_CONF_DIR": str(self.conf_dir),
             "FLINK_LOG_DIR": str(self.log_dir),
             "FLINK_PID_DIR": str(self.pid_dir),
@@ -190,6 +221,7 @@ class FlinkCluster:
         # Always (re)written: the `flink` CLI reads it too, also for a running cluster.
         self.write_config()
         self.write_lib_dir()
+        self.write_plugins_dir()
         wanted = self.config.flink.taskmanagers
         if self._pids("standalonesession") and len(self._pids("taskexecutor")) >= wanted:
             self._wait_ready()

@@ -23,10 +23,28 @@ def connector_jar(config: RtdConfig) -> Path:
     return jars[-1]
 
 
+def flink_version() -> str:
+    from pyflink.version import __version__
+
+    return __version__
+
+
+def prometheus_plugin_dir(config: RtdConfig) -> Path:
+    """Flink's Prometheus reporter, a plugin folder (FLINK_PLUGINS_DIR/metrics-prometheus)."""
+    return config.jars_path / "flink-plugins" / "metrics-prometheus"
+
+
+def prometheus_reporter_present(config: RtdConfig) -> bool:
+    # The installed Flink's own version: a reporter of another release may not load.
+    return (prometheus_plugin_dir(config)
+            / f"flink-metrics-prometheus-{flink_version()}.jar").exists()
+
+
 def jars_present(config: RtdConfig) -> bool:
     kafka = kafka_classpath_dir(config)
     flink = config.jars_path / "flink"
-    return any(kafka.glob("kafka_2.13-*.jar")) and any(flink.glob("*.jar"))
+    return (any(kafka.glob("kafka_2.13-*.jar")) and any(flink.glob("*.jar"))
+            and prometheus_reporter_present(config))
 
 
 def ensure_jars(config: RtdConfig) -> None:
@@ -38,7 +56,7 @@ def ensure_jars(config: RtdConfig) -> None:
         raise StackError("Maven (`mvn`) is not on PATH: install it (apt-get install maven)")
     result = subprocess.run(  # noqa: S603
         [mvn, "-q", "-B", "-f", str(POM), "package",
-         f"-Djars.dir={config.jars_path}"],
+         f"-Djars.dir={config.jars_path}", f"-Dflink.version={flink_version()}"],
         capture_output=True, text=True,
     )
     if result.returncode != 0 or not jars_present(config):

@@ -38,11 +38,13 @@ class LocalStack:
             f"{self.config.serving.target}")
         started = self.flink.start()
         log(f"flink        {'started' if started else 'already running'}, web UI "
-            f"{self.config.flink.rest_url}")
+            f"{self.config.flink.rest_url}" + (
+                f", Prometheus metrics on ports {self.config.flink.prometheus_port}+"
+                if self.config.flink.prometheus_port else ""))
         if self.config.audit.enabled:
             started = self.audit.start()
             log(f"audit        {'started' if started else 'already running'}, store "
-                f"{self.config.audit_path}")
+                f"{self.config.audit_path}, console {self.config.audit.console_url}")
 
     def down(self, log: callable = print) -> None:  # type: ignore[valid-type]
         for name, component in (("audit", self.audit), ("flink", self.flink),
@@ -62,6 +64,7 @@ class LocalStack:
                 f"{overview.get('slots-total', 0)} slots free, running jobs: "
                 + (", ".join(j["name"] for j in jobs) or "none"),
             ),
-        ] + ([ComponentStatus("audit", self.audit.running(), str(self.config.audit_path),
+        ] + ([ComponentStatus("audit", self.audit.running(), self.config.audit.console_url,
+                              f"store {self.config.audit_path}, "
                               f"log {self.audit.process.log_file}")]
              if self.config.audit.enabled else [])

@@ -52,7 +52,8 @@ def kafka() -> Iterator[RtdConfig]:
 def audit_config(run_id: str, tmp_path) -> RtdConfig:
     config = stack_config_for(run_id, audit={
         "store_dir": str(tmp_path / "audit"), "consumer_group": f"rtd-audit-{run_id}",
-        "batch_size": 300, "archive_flush_s": 1.0, "completeness_grace_ms": 0})
+        "batch_size": 300, "archive_flush_s": 1.0, "completeness_grace_ms": 0,
+        "console_port": 0})
     KafkaBroker(config).create_topics()
     return config
 

@@ -98,3 +98,42 @@ def test_flink_recovery_settings_match_the_local_stack() -> None:
     for key in ("heartbeat.interval", "heartbeat.timeout", "execution.checkpointing.num-retained",
                 *(k for k in local if k.startswith("restart-strategy"))):
         assert str(local[key]) == prod[key], key
+
+
+def test_monitoring_scrapes_the_audit_service_and_flinks_reporter() -> None:
+    flink_properties = yaml.safe_load(compose()["x-flink-common"]["environment"]
+                                      ["FLINK_PROPERTIES"])
+    assert flink_properties["metrics.reporter.prom.factory.class"].endswith(
+        "PrometheusReporterFactory")
+    scrape = yaml.safe_load((DOCKER / "prometheus.yml").read_text())["scrape_configs"]
+    jobs = {job["job_name"]: job for job in scrape}
+    assert jobs["flink"]["dns_sd_configs"][0]["port"] == flink_properties[
+        "metrics.reporter.prom.port"]
+    audit = RtdConfig.model_validate(json.loads((DOCKER / "audit-config.json").read_text()))
+    targets = jobs["rtd-audit"]["static_configs"][0]["targets"]
+    scale_out = yaml.safe_load((DOCKER / "audit-scale-out.yml").read_text())["services"]
+    assert sorted(t.split(":")[0] for t in targets) == sorted(
+        s for s in scale_out if s.startswith("audit-"))
+    assert all(t.endswith(f":{audit.audit.console_port}") for t in targets)
+    assert audit.audit.console_host == "0.0.0.0"
+
+
+def test_the_grafana_dashboard_queries_metrics_that_exist() -> None:
+    from rtd.audit.metrics import HealthMetrics
+
+    ours = {m.name for m in HealthMetrics().registry.collect()}
+    dashboard = json.loads((DOCKER / "grafana" / "rtd-health.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\b(rtd_[a-z0-9_]+|flink_[A-Za-z0-9_]+)", e)}
+    assert {n for n in names if n.startswith("rtd_")} <= ours
+    assert any(n.startswith("flink_") for n in names)
+    for name in ("rtd_decision_latency_ms", "rtd_precision", "rtd_fallback_rate",
+                 "rtd_trace_completeness"):
+        assert name in names
+
+
+def test_the_audit_image_pins_the_audit_extra() -> None:
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    dockerfile = (DOCKER / "audit" / "Dockerfile").read_text()
+    for requirement in project["optional-dependencies"]["audit"]:
+        assert requirement in dockerfile

@@ -118,7 +118,8 @@ def test_tls_channel_needs_its_ca_file(tmp_path):
 
 def test_deployment_files_publish_on_loopback_and_hold_no_secret():
     for file in sorted((PROJECT_ROOT / "docker").glob("*.yml")):
-        services = yaml.safe_load(file.read_text())["services"]
+        # Compose files; prometheus.yml is a scrape config, with no services.
+        services = yaml.safe_load(file.read_text()).get("services") or {}
         for name, service in services.items():
             for port in service.get("ports", []):
                 # host:published:container, the host defaulting to loopback
