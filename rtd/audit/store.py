@@ -23,6 +23,7 @@ Key layout (one keyspace, prefixes sort the families apart):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,24 @@ def _options() -> Options:
     return opts
 
 
+# A read-only open lists the live files from the MANIFEST, then opens them; the writer's
+# compaction may delete one in between ("Corruption: IO error: No such file"), seen when
+# `rtd explain` ran beside a filling store. Once open, the files stay readable (POSIX), so
+# opening again is the whole fix.
+READ_ONLY_OPEN_TRIES = 5
+
+
+def _open_read_only(path: Path) -> Rdict:
+    for attempt in range(READ_ONLY_OPEN_TRIES):
+        try:
+            return Rdict(str(path), options=_options(), access_type=AccessType.read_only())
+        except Exception as exc:  # rocksdict raises a bare Exception
+            if "No such file" not in str(exc) or attempt == READ_ONLY_OPEN_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 class AuditStore:
     """One RocksDB store. One writer process (the service); readers open it read-only."""
 
@@ -113,8 +132,7 @@ class AuditStore:
                 raise FileNotFoundError(
                     f"no audit store at {path}: start the audit service (`rtd stack up`) "
                     "and let it index the topics")
-            self.db = Rdict(str(path), options=_options(),
-                            access_type=AccessType.read_only())
+            self.db = _open_read_only(path)
         else:
             path.mkdir(parents=True, exist_ok=True)
             self.db = Rdict(str(path), options=_options())
