@@ -4,7 +4,8 @@ Fills a fresh store through its own writer (AuditStore.ingest, ArchiveWriter.flu
 simulated decisions and traces (bench/audit_traces.py: built by the job's decide and
 build_trace, then varied per record), and at each checkpoint measures:
   - ingest rate: decisions/s through ingest + archive, the generation of records excluded;
-  - explain lookup latency, in-process (index get + JSON decode) and as the CLI
+  - explain lookup latency, in-process (index get + JSON decode), over HTTP from the
+    console's /api/decision/{id} (a long-running endpoint), and as the CLI
     (`rtd-audit explain ID --json` and `rtd explain ID --json`, a new process each
     time: interpreter start-up and imports included);
   - search latency for one card's week; disk bytes per decision (index + archive).
@@ -91,6 +92,50 @@ def _cli_lookups(config_file: Path, stored: int, samples: int,
     return latency_summary(times)
 
 
+def _http_lookups(store: AuditStore, config: Any, stored: int, samples: int) -> dict[str, Any]:
+    """The console's /api/decision/{id} (the explanation, as the decision page gets it),
+    over one kept-alive HTTP connection to uvicorn in this process: what a long-running
+    endpoint answers in, without a process start per lookup."""
+    import http.client
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    import uvicorn
+
+    from rtd.audit.console import create_app
+    from rtd.audit.metrics import HealthMetrics
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = SimpleNamespace(config=config, store=store, snapshot=None, accuracy_series={},
+                             metrics=HealthMetrics())
+    server = uvicorn.Server(uvicorn.Config(create_app(source), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    rng = random.Random(stored + 3)
+    times = []
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    try:
+        for _ in range(samples):
+            i = rng.randrange(stored)
+            t0 = time.perf_counter()
+            conn.request("GET", f"/api/decision/sim-{i:012d}")
+            response = conn.getresponse()
+            body = orjson.loads(response.read())
+            times.append((time.perf_counter() - t0) * 1000)
+            assert response.status == 200 and body["row"]["event_id"] == f"sim-{i:012d}", body
+    finally:
+        conn.close()
+        server.should_exit = True
+        thread.join(10)
+    return latency_summary(times)
+
+
 def _search(store: AuditStore, stored: int, samples: int, busy: bool) -> dict[str, Any]:
     rng = random.Random(stored + 2)
     week = 7 * 24 * 3_600_000
@@ -149,6 +194,7 @@ def run(root: Path, checkpoints: list[int], batch: int, samples: int,
             "ingest_decisions_per_s": round((stored - filled_from) / (ingest_s + archive_s)),
             "index_only_decisions_per_s": round((stored - filled_from) / ingest_s),
             "explain_in_process_ms": _lookups(store, stored, samples),
+            "explain_http_ms": _http_lookups(store, config, stored, max(100, samples // 10)),
             "search_card_week_ms": _search(store, stored, max(100, samples // 10), False),
             "search_busy_card_week_ms": _search(store, stored, 100, True),
             "index_bytes": index_bytes, "archive_bytes": archive_bytes,
@@ -174,8 +220,10 @@ def measure_only(root: Path, samples: int, cli_samples: int) -> dict[str, Any]:
     """Lookups and searches on a store a run filled (read-only: it may still be filling)."""
     store = AuditStore(root / "audit" / "index", read_only=True)
     stored = store.counts["traces"]
+    config = load_config(str(root / "config.json"))
     point = {"stored_decisions": stored,
              "explain_in_process_ms": _lookups(store, stored, samples),
+             "explain_http_ms": _http_lookups(store, config, stored, max(100, samples // 10)),
              "search_card_week_ms": _search(store, stored, max(100, samples // 10), False),
              "search_busy_card_week_ms": _search(store, stored, 100, True)}
     store.close()
