@@ -153,7 +153,7 @@ def certainly_late(traces: dict[str, dict[str, Any]], partitions: int,
 def customer_bounds(trace: dict[str, Any], by_customer: dict[str, list[dict[str, Any]]]
                     ) -> dict[str, tuple[float, float]]:
     me = trace["input"]
-    event = me["event"]
+    event = trace_event(trace)
     t = event["event_time"]
     certain, possible = [], []
     for other in by_customer[event["customer_id"]]:
@@ -161,7 +161,7 @@ def customer_bounds(trace: dict[str, Any], by_customer: dict[str, list[dict[str,
         if src["partition"] == me["partition"] and src["offset"] > me["offset"]:
             continue  # processed after e, certainly
         target = certain if (src["partition"] == me["partition"]) else possible
-        target.append(src["event"])
+        target.append(trace_event(other))
     possible += certain
 
     def values(events: list[dict[str, Any]]) -> dict[str, float]:
