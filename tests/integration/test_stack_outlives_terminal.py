@@ -66,6 +66,9 @@ def test_closing_the_terminal_leaves_every_daemon_running(tmp_path):
     rtd = os.path.join(os.path.dirname(sys.executable), "rtd")
     pid, master = pty.fork()
     if pid == 0:  # the terminal's shell: session leader with the pty as controlling tty
+        # A terminal's shell starts with SIGHUP at its default (death); a test runner
+        # started under nohup would pass "ignored" down and the hang-up would prove nothing.
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         os.chdir(PROJECT_ROOT)
         # Without job control, as `bash -c` or a script: what it starts shares its process
         # group, the terminal's foreground group. The marker is split in the command, so
@@ -89,7 +92,7 @@ def test_closing_the_terminal_leaves_every_daemon_running(tmp_path):
                 os.kill(member, signal.SIGHUP)
             except ProcessLookupError:
                 pass
-        os.waitpid(pid, 0)
+        _reap(pid, timeout_s=30)
         time.sleep(10)  # Flink's handler logs and exits within a second or two of SIGHUP
         dead = {name: p for name, p in daemons.items() if not _alive(p)}
         assert not dead, f"daemons stopped with their terminal: {dead}"
@@ -99,6 +102,19 @@ def test_closing_the_terminal_leaves_every_daemon_running(tmp_path):
         if master >= 0:
             os.close(master)
         stack.down(log=lambda line: None)
+
+
+def _reap(pid: int, timeout_s: float) -> None:
+    """Wait for the terminal's shell to die of its hang-up; kill it if it did not, so the
+    test fails on its checks instead of hanging."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the terminal's shell outlived its hang-up")
 
 
 def _daemon_pids(config) -> dict[str, int]:
