@@ -93,6 +93,7 @@ def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id, 
     # every outcome follows from the features and score recorded in its trace
     by_event = {t["event_id"]: t for t in trace_docs}
     paths = Counter()
+    fallbacks = Counter()
     for decision in decision_docs:
         trace = by_event[decision["event_id"]]
         assert is_complete(trace, FEATURE_NAMES)
@@ -112,7 +113,9 @@ def test_every_valid_event_gets_one_decision_and_one_trace(local_stack, run_id, 
                              outcome=rule["outcome"])
             assert rule["fired"] == condition.fires(value), (rule, value)
         paths[decision["path"]] += 1
-    assert paths["MODEL"] > 0.95 * len(valid_ids), paths
+        if model.fallback_reason:
+            fallbacks[(model.fallback_reason, (trace["model"].get("fallback_detail") or "")[:60])] += 1
+    assert paths["MODEL"] > 0.95 * len(valid_ids), (paths, fallbacks.most_common(5))
 
     # card features follow the contract: a card's events keep their order in its partition
     by_card: dict[str, list[dict]] = {}

@@ -97,10 +97,25 @@ def test_simulate_decide_replay_verify_train_and_roll_out(local_stack, run_id, t
             same = [e for e in local_rows
                     if not local_rows[e]["late"] and not flink_rows[e]["late"]]
             assert len(same) >= 0.99 * len(valid)
+            # A customer's events on several partitions meet in an order the contract
+            # leaves open (docs/contract.md: customer features are bounded, not exact,
+            # across partitions), and each engine has its own; such customers' features
+            # are left out, every other value must be equal.
+            partitions_of: dict[str, set[int]] = {}
+            for r in local_rows.values():
+                partitions_of.setdefault(r["customer_id"], set()).add(r["kafka_partition"])
+            compared_customer = 0
             for event_id in same:
                 mine, theirs = local_rows[event_id], flink_rows[event_id]
-                assert {k: v for k, v in mine.items() if not k.endswith("_watermark")} == \
-                    {k: v for k, v in theirs.items() if not k.endswith("_watermark")}, event_id
+                one_partition = len(partitions_of[mine["customer_id"]]) == 1
+                compared_customer += one_partition
+
+                def comparable(row: dict, one_partition: bool = one_partition) -> dict:
+                    return {k: v for k, v in row.items() if not k.endswith("_watermark")
+                            and (one_partition or not k.startswith("customer_"))}
+
+                assert comparable(mine) == comparable(theirs), event_id
+            assert compared_customer > 0, "no customer on a single partition to compare"
 
             rows = read_table(dataset).to_pylist()
             by_event = {r["event_id"]: r for r in rows}

@@ -134,6 +134,6 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
     last_big = [e["event_id"] for e in events if e["customer_id"] == "bob"][3]
     assert "EXPOSURE_24H" in decisions[last_big]["reasons"]
     moved = [e["event_id"] for e in events if e["card_id"] == "moved"]
-    counts = [{f["name"]: f["value"] for f in traces[i]["features"]}["card_txn_count_1m"]
+    counts = [feature_values(traces[i])["card_txn_count_1m"]
               for i in moved]
     assert counts == [1, 2, 1]  # frank's first event with the card starts its history
