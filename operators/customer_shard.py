@@ -149,7 +149,7 @@ class CustomerShardFunction(KeyedProcessFunction):
         client = self._client
         event_time = ctx.time_domain() == TimeDomain.EVENT_TIME
         if event_time and timestamp != END_OF_INPUT:
-            self.features.expire(timestamp)
+            self.features.expire(timestamp, ctx.get_current_key())
             return
         if client is None:
             return

@@ -127,13 +127,13 @@ class ShardFeatures:
         for view in self._views:
             computer = view.computer
             key = view.view.state_key(event)
-            state = view.entities.get(key)
+            state = view.entities.get(key, shard)
             if state is None:
                 state = empty_state()
             elif watermark != NO_WATERMARK:
                 computer.prune(state, watermark, lateness)
             features.update(computer.apply(state, event))
-            view.entities.put(key, state)
+            view.entities.put(key, state, shard)
             # One expiry timer per shard and minute, registered only when it moves past
             # the shard's latest one (a registration per record was 6% of a process-mode
             # profile): a later timer also sweeps what an earlier one would have. A late
@@ -162,11 +162,11 @@ class ShardFeatures:
             published["working_set_misses"].set(view.entities.misses)
             published["working_set_miss_us"].set(int(view.entities.miss_seconds * 1e6))
 
-    def expire(self, timestamp: int) -> None:
+    def expire(self, timestamp: int, shard: int) -> None:
         """Drop the current shard's entities that can no longer affect any window."""
         lateness = self.allowed_lateness_ms
         for view in self._views:
             computer = view.computer
             view.entities.remove_all(
                 [k for k, s in view.entities.stored_items()
-                 if computer.is_expired(s, timestamp, lateness)])
+                 if computer.is_expired(s, timestamp, lateness)], shard)

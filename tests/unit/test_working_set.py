@@ -28,6 +28,9 @@ class FakeMapState:
     def remove(self, key: str) -> None:
         del self.data[key]
 
+    def keys(self) -> Any:
+        return list(self.data)
+
     def items(self) -> Any:
         return list(self.data.items())
 
@@ -51,7 +54,18 @@ def test_a_miss_reads_the_store_and_a_hit_does_not() -> None:
     assert entities.get("a") == [1] and store.gets == 1  # evicted: read back, nothing lost
     assert entities.get("a") == [1] and store.gets == 1  # held again
     assert (entities.hits, entities.misses) == (2, 1)
-    assert entities.get("never") is None and store.gets == 2
+    # a key the store does not hold is new without a read: its shard's keys were read once
+    assert entities.get("never") is None and store.gets == 1
+
+
+def test_a_shard_s_keys_are_read_once_and_a_stored_key_is_read_back() -> None:
+    store = FakeMapState()
+    store.data.update({"old": [7]})  # in the store from before a restart, not in memory
+    entities = WorkingSet(store, capacity=2)
+    assert entities.get("old", shard=3) == [7] and store.gets == 1
+    assert entities.get("new", shard=3) is None and store.gets == 1
+    entities.remove_all(["old"], shard=3)
+    assert entities.get("old", shard=3) is None and store.gets == 1
 
 
 def test_use_refreshes_recency() -> None:
