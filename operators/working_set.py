@@ -75,7 +75,9 @@ class WorkingSet:
         self._hold(key, state)
 
     def remove_all(self, keys: Iterable[str], shard: int = 0) -> None:
-        known = self._keys(shard)
+        # A shard not yet used since (re)start has no key set to mend: it is read
+        # whole, after these removals, on its first use.
+        known = self._known.get(shard, set())
         for key in keys:
             self._store.remove(key)
             self._lru.pop(key, None)
