@@ -209,3 +209,31 @@ def test_rows_starved_behind_busy_slots_make_the_caller_wait_instead_of_timing_o
     assert sorted((f.tag, f.prediction is not None) for f in finished) == [  # type: ignore[type-var]
         ("first", True), ("queued", True)]
     assert service.batch_sizes == [1, 1]
+
+
+def test_a_model_slower_than_its_deadline_does_not_hold_the_caller() -> None:
+    """Once calls time out, rows wait in the queue and fall back on their own deadline:
+    waiting for a slot would hold the caller for a timed-out call per batch."""
+    with fake_server() as (service, port):
+        service.delay_s = 2.0
+        client = PipelinedBatchClient(config(port, timeout_ms=500, max_batch_size=4,
+                                             max_in_flight=1))
+        client.add("first", row(1.0))
+        client.poll()  # out; it will time out
+        finished = drive(client, timeout_s=5.0)
+        assert [f.error and f.error.reason for f in finished] == ["timeout"]
+        client.add("second", row(1.0))
+        client.poll()  # the slot is taken again, by a call that will time out
+        returned = []
+        for i in range(12):  # three full batches behind the busy slot
+            returned += client.add(i, row(2.0))
+            returned += client.poll()
+        # Had the caller waited for the slot, it would have waited for "second" to
+        # time out, and got it back here.
+        assert returned == [] and client.outstanding == 13
+        finished = drive(client, timeout_s=5.0)
+        client.close()
+    assert sorted(map(str, (f.tag for f in finished))) == sorted(
+        ["second", *map(str, range(12))])
+    assert all(f.prediction is None and f.error and f.error.reason == "timeout"
+               for f in finished)
