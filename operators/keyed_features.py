@@ -56,10 +56,10 @@ def state_descriptor(view: FeatureView) -> MapStateDescriptor:
 class _View:
     __slots__ = ("computer", "entities", "latest_timer", "view")
 
-    def __init__(self, view: FeatureView, store: Any, capacity: int) -> None:
+    def __init__(self, view: FeatureView, store: Any, capacity: int, key_capacity: int) -> None:
         self.view = view
         self.computer = ViewComputer(view)
-        self.entities = WorkingSet(store, capacity)
+        self.entities = WorkingSet(store, capacity, key_capacity)
         # Per shard, the latest expiry timer set since (re)start; after a restore the
         # checkpointed timers stand, and the first record of a shard sets one again.
         self.latest_timer: dict[int, int] = {}
@@ -73,11 +73,13 @@ class ShardFeatures:
     watermark by more than the allowed lateness. ``partitions``, ``delay_ms`` and
     ``idleness_ms``: the source topic's partition count, the watermark delay and the
     idleness timeout (operators/shard_watermarks.py). ``capacity``: entities per view
-    held in Python.
+    held in Python; ``key_capacity``: entity keys per view held to know new ones
+    (operators/working_set.py).
     """
 
     def __init__(self, views: tuple[FeatureView, FeatureView], allowed_lateness_ms: int,
-                 partitions: int, delay_ms: int, idleness_ms: int, capacity: int) -> None:
+                 partitions: int, delay_ms: int, idleness_ms: int, capacity: int,
+                 key_capacity: int = 500_000) -> None:
         card_view, customer_view = views
         if card_view.scope != customer_view.entity_key or customer_view.scope is not None:
             raise ValueError(f"{card_view.name} must be scoped to {customer_view.entity_key}, "
@@ -88,11 +90,13 @@ class ShardFeatures:
         self.delay_ms = delay_ms
         self.idleness_ms = idleness_ms
         self.capacity = capacity
+        self.key_capacity = key_capacity
 
     def open(self, runtime_context: RuntimeContext) -> None:
         card_view = self.views[0]
         self._views = tuple(
-            _View(view, runtime_context.get_map_state(state_descriptor(view)), self.capacity)
+            _View(view, runtime_context.get_map_state(state_descriptor(view)), self.capacity,
+                  self.key_capacity)
             for view in self.views)
         self._watermarks = ShardWatermarks(
             self.partitions, self.delay_ms,

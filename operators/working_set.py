@@ -16,7 +16,10 @@ would still cost a store read: in process mode a blocking round trip to the JVM 
 (the async scorer behind it then timed out rows, 310 of 2,909 in the end-to-end test).
 So the first use of a shard since (re)start reads the shard's keys once, and a key not
 among them is new without a read. The key sets hold only keys of live entities (expiry
-removes them), far smaller than their states, but not bounded by ``capacity``.
+removes them), far smaller than their states, and at most ``key_capacity`` of them in
+all: past that, the largest shard's set is dropped and that shard's misses read the
+store again (``untracked_shards`` counts them). So memory is bounded by the two
+settings, not by entities seen: a million cards in 30 days fit neither.
 """
 
 from __future__ import annotations
@@ -28,15 +31,22 @@ from typing import Any
 
 
 class WorkingSet:
-    __slots__ = ("_capacity", "_known", "_lru", "_store", "hits", "miss_seconds", "misses")
+    __slots__ = ("_capacity", "_key_capacity", "_key_count", "_known", "_lru", "_store",
+                 "hits", "miss_seconds", "misses", "untracked_shards")
 
-    def __init__(self, store: Any, capacity: int) -> None:
+    def __init__(self, store: Any, capacity: int, key_capacity: int = 500_000) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, not {capacity}")
+        if key_capacity < 0:
+            raise ValueError(f"key_capacity must be >= 0, not {key_capacity}")
         self._store = store
         self._capacity = capacity
+        self._key_capacity = key_capacity
         self._lru: OrderedDict[str, Any] = OrderedDict()
-        self._known: dict[int, set[str]] = {}  # per shard: the keys the store holds
+        # Per shard: the keys the store holds, or None once the shard is not tracked.
+        self._known: dict[int, set[str] | None] = {}
+        self._key_count = 0
+        self.untracked_shards = 0
         self.hits = 0
         self.misses = 0
         self.miss_seconds = 0.0  # time spent reading the store on misses: a miss's cost
@@ -44,11 +54,25 @@ class WorkingSet:
     def __len__(self) -> int:
         return len(self._lru)
 
-    def _keys(self, shard: int) -> set[str]:
-        known = self._known.get(shard)
-        if known is None:
-            known = self._known[shard] = set(self._store.keys())
-        return known
+    def _keys(self, shard: int) -> set[str] | None:
+        if shard in self._known:
+            return self._known[shard]
+        if self._key_capacity == 0:
+            self._known[shard] = None
+            return None
+        known = self._known[shard] = set(self._store.keys())
+        self._key_count += len(known)
+        self._bound()
+        return self._known[shard]
+
+    def _bound(self) -> None:
+        """Drop the largest key sets until at most ``key_capacity`` keys are held."""
+        while self._key_count > self._key_capacity:
+            shard, keys = max(((s, k) for s, k in self._known.items() if k is not None),
+                              key=lambda item: len(item[1]))
+            self._known[shard] = None
+            self._key_count -= len(keys)
+            self.untracked_shards += 1
 
     def get(self, key: str, shard: int = 0) -> Any | None:
         """The entity's state from memory, else from the store (None: never seen)."""
@@ -58,7 +82,8 @@ class WorkingSet:
             lru.move_to_end(key)
             self.hits += 1
             return state
-        if key not in self._keys(shard):
+        known = self._keys(shard)
+        if known is not None and key not in known:
             return None  # new: the store does not hold it either
         self.misses += 1
         started = time.perf_counter()
@@ -71,17 +96,23 @@ class WorkingSet:
     def put(self, key: str, state: Any, shard: int = 0) -> None:
         """Write through to the store and hold the state as most recently used."""
         self._store.put(key, state)
-        self._keys(shard).add(key)
+        known = self._keys(shard)
+        if known is not None and key not in known:
+            known.add(key)
+            self._key_count += 1
+            self._bound()
         self._hold(key, state)
 
     def remove_all(self, keys: Iterable[str], shard: int = 0) -> None:
         # A shard not yet used since (re)start has no key set to mend: it is read
         # whole, after these removals, on its first use.
-        known = self._known.get(shard, set())
+        known = self._known.get(shard)
         for key in keys:
             self._store.remove(key)
             self._lru.pop(key, None)
-            known.discard(key)
+            if known is not None and key in known:
+                known.discard(key)
+                self._key_count -= 1
 
     def stored_items(self) -> Iterable[tuple[str, Any]]:
         """Every entity of the current shard, from the store (the truth, not the LRU)."""

@@ -92,7 +92,7 @@ class FlinkConfig(_Frozen):
     # heartbeat.rpc-failure-threshold (2) when its RPC port is gone (kill -9), or after
     # heartbeat_timeout_ms when it hangs; Flink's default timeout, 50 s, alone exceeds the
     # 15 s recovery goal.
-    heartbeat_interval_ms: int = Field(default=2_000, ge=100)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     heartbeat_timeout_ms: int = Field(default=12_000, ge=1_000)
     # Restarts back off exponentially from the initial delay to the maximum; the backoff
     # resets after restart_reset_backoff_ms without a failure, so failures a minute apart
@@ -195,6 +195,9 @@ class JobConfig(_Frozen):
     # Per feature view and subtask, the entities whose state stays in Python memory
     # (least recently used evicted; RocksDB holds them all: operators/working_set.py).
     working_set_entities: int = Field(default=50_000, ge=1)
+    # Per feature view and subtask, the entity keys held to tell a new entity without a
+    # store read (~100 bytes each); past it, the largest shards' misses read the store.
+    working_set_keys: int = Field(default=500_000, ge=0)
     # The async operator's own per-record timeout (a safety net behind the client's
     # deadline, serving.timeout_ms). PyFlink arms one threading.Timer per in-flight
     # record for it; 0 turns it off (see docs/BENCHMARKS.md for the cost). Off by

@@ -96,3 +96,49 @@ def test_remove_all_drops_from_memory_and_store() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         WorkingSet(FakeMapState(), capacity=0)
+
+
+class ShardedMapState(FakeMapState):
+    """A MapState as the operator sees it: its content is the current key's (shard's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shards: dict[int, dict[str, Any]] = {}
+        self.at(0)
+
+    def at(self, shard: int) -> ShardedMapState:
+        self.data = self.shards.setdefault(shard, {})
+        return self
+
+
+def test_key_sets_are_bounded_and_an_untracked_shard_reads_the_store() -> None:
+    """Memory is bounded by settings, not by entities seen: past ``key_capacity`` keys,
+    the largest shard's key set goes and that shard's misses read the store."""
+    store = ShardedMapState()
+    entities = WorkingSet(store, capacity=1, key_capacity=4)
+    for i in range(3):
+        store.at(0)
+        entities.put(f"a{i}", {"n": i}, shard=0)
+    for i in range(2):
+        store.at(1)
+        entities.put(f"b{i}", {"n": i}, shard=1)  # 5 keys: shard 0's set is dropped
+    assert entities.untracked_shards == 1
+    reads = store.gets
+    store.at(1)
+    assert entities.get("new-b", shard=1) is None and store.gets == reads  # still tracked
+    store.at(0)
+    assert entities.get("new-a", shard=0) is None and store.gets == reads + 1  # read
+    assert entities.get("a0", shard=0) == {"n": 0}  # not in memory: read back
+    store.at(2)
+    for i in range(100):
+        entities.put(f"c{i}", {"n": i}, shard=2)
+    assert entities.untracked_shards == 2
+    assert all(entities.get(f"c{i}", shard=2) == {"n": i} for i in range(100))
+
+
+def test_key_capacity_0_tracks_no_keys() -> None:
+    store = FakeMapState()
+    entities = WorkingSet(store, capacity=2, key_capacity=0)
+    entities.put("x", 1)
+    assert entities.get("y") is None and store.gets == 1
+    assert entities.get("x") == 1
