@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.reference_features import card_features
 from decisioning.trace import feature_entries, is_complete, trace_event
 from feature_views.definitions import FEATURE_NAMES
 from rtd.config import PROJECT_ROOT, RtdConfig
@@ -29,7 +30,6 @@ from rtd.stack.kafka_broker import KafkaBroker
 from rtd.stack.model_server import ModelServer
 from rtd.topic_reader import read_all
 from tests.conftest import stack_config_for
-from tests.reference_features import card_features
 
 pytestmark = pytest.mark.integration
 

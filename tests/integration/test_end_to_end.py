@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from bench.reference_features import card_features
 from decisioning.decision import decide
 from decisioning.rules import Rule
 from decisioning.trace import (
@@ -30,7 +31,6 @@ from rtd.stack.flink_cluster import FlinkCluster
 from rtd.stack.kafka_broker import KafkaBroker
 from rtd.topic_reader import read_all
 from tests.conftest import stack_config_for
-from tests.reference_features import card_features
 
 pytestmark = pytest.mark.integration
 

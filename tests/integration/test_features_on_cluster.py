@@ -1,5 +1,5 @@
 """Every feature of every decision the real cluster made for the simulator's stream on 4
-partitions, against the independent reference (tests/reference_features.py).
+partitions, against the independent reference (bench/reference_features.py).
 
 The simulator's stream has what production streams have: RFC 3339 string times, events
 out of order within the 5 s bound, late events, malformed records. It is written as fast
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bench.reference_features import HOUR, all_features
 from decisioning.trace import feature_values, trace_event
 from rtd.simulator.producer import run_simulation
 from tests.integration.model_drills import running_job, wait_decided
@@ -27,7 +28,6 @@ from tests.integration.test_event_time_on_partitions import (
     processing_order,
     reference_late,
 )
-from tests.reference_features import HOUR, all_features
 
 pytestmark = pytest.mark.integration
 

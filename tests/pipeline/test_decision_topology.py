@@ -14,6 +14,7 @@ import pytest
 from pyflink.common import Row, Types
 from pyflink.datastream import StreamExecutionEnvironment
 
+from bench.reference_features import all_features, customer_bounds
 from decisioning.decision import ModelResult, decide
 from decisioning.rules import load_rules
 from decisioning.trace import feature_values, is_complete, trace_event, trace_rules
@@ -23,7 +24,6 @@ from flink_jobs.topology import build_topology
 from rtd.config import load_config
 from tests.builders import DAY, HOUR, MIN, SEC, T0, encode, txn
 from tests.pipeline.collection_source import collection_source
-from tests.reference_features import all_features, customer_bounds
 
 pytestmark = pytest.mark.pipeline
 

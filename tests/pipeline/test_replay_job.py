@@ -17,6 +17,7 @@ import pytest
 from pyflink.common import Row, Types
 from pyflink.datastream import StreamExecutionEnvironment
 
+from bench.reference_features import all_features
 from decisioning.rules import load_rules
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from feature_views.model import MINUTE_MS
@@ -32,7 +33,6 @@ from rtd.replay.rows import row_columns
 from rtd.replay.verify import DIFFERING, compare, parse_traces
 from tests.builders import DAY, MIN, SEC, T0, encode, label, txn
 from tests.pipeline.collection_source import collection_source
-from tests.reference_features import all_features
 from tests.replay_histories import PARTITIONS as SHARED_PARTITIONS
 from tests.replay_histories import delivery
 from tests.replay_histories import history as shared_history

@@ -1,6 +1,6 @@
 """The local replay engine on several partitions: out-of-order, late, malformed and
 warm-up records, delivered in hostile interleavings, against the independent reference
-(tests/reference_features.py) and a naive re-statement of the contract's watermark."""
+(bench/reference_features.py) and a naive re-statement of the contract's watermark."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from bench.reference_features import all_features
 from feature_views.definitions import ALL_VIEWS, FEATURE_NAMES
 from rtd.config import load_config
 from rtd.replay.local_engine import LocalReplay, PartitionWatermarks, SourceRecord, run_local
 from rtd.replay.offsets import ResolvedRange
 from rtd.replay.rows import row_columns
 from tests.builders import HOUR, SEC, T0, encode, txn
-from tests.reference_features import all_features
 from tests.replay_histories import PARTITIONS, delivery, history, partition_of
 
 pytestmark = pytest.mark.unit

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from bench.reference_features import all_features
 from decisioning.trace import TRACE_SCHEMA_VERSION, view_blocks
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES
 from feature_views.model import HOUR_MS
@@ -18,7 +19,6 @@ from rtd.replay.verify import (
     live_trace,
 )
 from tests.builders import SEC, T0, encode, txn
-from tests.reference_features import all_features
 
 pytestmark = pytest.mark.unit
 

@@ -1,12 +1,12 @@
-"""The operators' window core against the independent reference (tests/reference_features)."""
+"""The operators' window core against the independent reference (bench/reference_features)."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.reference_features import DAY, HOUR, MIN, all_features
 from feature_views.definitions import CARD_FEATURES, CUSTOMER_FEATURES
 from feature_views.window_state import ViewComputer, empty_state
-from tests.reference_features import DAY, HOUR, MIN, all_features
 
 pytestmark = pytest.mark.unit
 
