@@ -122,6 +122,9 @@ def stack_status(config: ConfigOption = None) -> None:
 def submit(
     config: ConfigOption = None,
     restart: Annotated[bool, typer.Option(help="Cancel a running job of that name first")] = False,
+    from_savepoint: Annotated[str | None, typer.Option(
+        help="Resume from this savepoint (`rtd stop --savepoint` prints it), at "
+             "flink.parallelism")] = None,
 ) -> None:
     """Submit the decision job to the local Flink cluster with `flink run --python`."""
     from rtd.job_submission import submit as submit_job
@@ -129,10 +132,38 @@ def submit(
     cfg = config_or_exit(config)
     try:
         with console.status("submitting the decision job"):
-            job_id = submit_job(cfg, restart=restart)
+            job_id = submit_job(cfg, restart=restart, savepoint=from_savepoint)
     except StackError as exc:
         raise _fail(exc) from exc
     console.print(f"job {cfg.job.name} running: {cfg.flink.rest_url}/#/job/running/{job_id}")
+
+
+@app.command()
+def stop(
+    config: ConfigOption = None,
+    savepoint: Annotated[bool, typer.Option(
+        help="Stop with a savepoint, to resume from with `rtd submit --from-savepoint`")] = True,
+) -> None:
+    """Stop the running decision job (the stack keeps running)."""
+    from rtd.stack.flink_cluster import FlinkCluster
+
+    cfg = config_or_exit(config)
+    cluster = FlinkCluster(cfg)
+    job = cluster.running_job(cfg.job.name)
+    if job is None:
+        console.print(f"[red]no job {cfg.job.name} is running[/red] on {cfg.flink.rest_url}")
+        raise typer.Exit(1)
+    if not savepoint:
+        cluster.cancel(job["jid"])
+        console.print(f"job {cfg.job.name} cancelled")
+        return
+    try:
+        with console.status("stopping with a savepoint"):
+            location = cluster.stop_with_savepoint(job["jid"])
+    except StackError as exc:
+        raise _fail(exc) from exc
+    console.print(f"job {cfg.job.name} stopped; savepoint {location}")
+    console.print(f"resume with: rtd submit --from-savepoint {location}")
 
 
 @app.command()

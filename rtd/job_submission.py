@@ -17,22 +17,26 @@ JOB_FILE = PROJECT_ROOT / "flink_jobs" / "decision_job.py"
 
 
 def submit_command(config: RtdConfig, config_file: Path, job_file: Path = JOB_FILE,
-                   extra: tuple[str, ...] = ()) -> list[str]:
+                   options: tuple[str, ...] = ()) -> list[str]:
+    """``flink run``'s arguments; ``options`` are the CLI's own (before the program's
+    ``--config``, which the job parses)."""
     py_files = ",".join(str(PROJECT_ROOT / p) for p in JOB_PACKAGES)
     return [
-        "run", "--detached",
+        "run", "--detached", *options,
         "--python", str(job_file),
         "--pyFiles", py_files,
-        "--config", str(config_file), *extra,
+        "--config", str(config_file),
     ]
 
 
 def submit(config: RtdConfig, *, restart: bool = False, wait_s: float = 120,
-           config_file: Path | None = None, log_file: Path | None = None) -> str:
+           config_file: Path | None = None, log_file: Path | None = None,
+           savepoint: str | None = None) -> str:
     """Submit the live job unless one of that name runs; return its job id.
 
     ``config_file``: where the job's config is written (default: the stack folder's
-    job-config.json); ``log_file``: where `flink run`'s output is kept."""
+    job-config.json); ``log_file``: where `flink run`'s output is kept; ``savepoint``:
+    a savepoint (or retained checkpoint) to resume from, at ``flink.parallelism``."""
     cluster = FlinkCluster(config)
     if not cluster.running():
         raise StackError(f"no Flink cluster answers at {config.flink.rest_url}: run `rtd stack up`")
@@ -51,7 +55,8 @@ def submit(config: RtdConfig, *, restart: bool = False, wait_s: float = 120,
             update={"connector_jars": (connector_jar(config).as_uri(),)})
         config = config.model_copy(update={"flink": flink})
     config_file.write_text(config.to_json())
-    result = cluster.flink_cli(*submit_command(config, config_file))
+    options = ("--fromSavepoint", savepoint) if savepoint else ()
+    result = cluster.flink_cli(*submit_command(config, config_file, options=options))
     output = result.stdout + result.stderr
     if log_file is not None:
         log_file.write_text(output)

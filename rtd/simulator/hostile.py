@@ -119,3 +119,85 @@ def hostile_payloads(make_event: Callable[[str], dict[str, Any]], now_ms: int,
         key = event["card_id"].encode() if rng.random() < 0.9 else None
         out.append(HostilePayload(name, key, value, expected))
     return out
+
+
+class FuzzedPayload(NamedTuple):
+    name: str
+    key: bytes | None
+    value: bytes | None
+    event_id: str  # the id the payload was built around; no mutation touches it
+    expected: str | None  # a dead-letter reason, VALID, or None: either is right
+
+
+# Values a fuzzed field may get: wrong types, edge numbers, odd strings, nesting.
+_ODD_VALUES: tuple[Any, ...] = (
+    None, [], {}, "", " ", "x" * 300, -1, 0, 1e308, -1e308, 2**63, -(2**63), True, False,
+    "\u0000", "\ud7ff\ue000", "null", "NaN", [1, [2, [3]]], {"$gt": ""}, 1.5, "1.5",
+    "2023-01-01T00:00:00Z", "9" * 40,
+)
+_MUTATIONS = ("corpus", "flip", "truncate", "odd-value", "drop-field", "extra-fields",
+              "garbage", "nest", "duplicate-key")
+
+
+def _flip(raw: bytes, keep: tuple[int, int], rng: random.Random) -> bytes:
+    """1-3 bytes replaced by random ones, outside ``keep`` (the event id's span)."""
+    out = bytearray(raw)
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(out) - (keep[1] - keep[0]))
+        out[i if i < keep[0] else i + keep[1] - keep[0]] = rng.randrange(256)
+    return bytes(out)
+
+
+def fuzzed_payloads(make_event: Callable[[str], dict[str, Any]], count: int, *, seed: int,
+                    now_ms: int) -> list[FuzzedPayload]:
+    """``count`` payloads for the hostile-input drill: the hostile corpus above, cycled
+    with fresh ids (its cases over 64 KiB only now and then), and random mutations of
+    valid events. Every payload has its own event id, never mutated, so each one's
+    decision can be found; its dead letter is found by partition and offset."""
+    rng = random.Random(seed)
+    # The corpus once, around a placeholder id replaced per payload.
+    placeholder = f"fz-{seed}-PPPPPPP"  # as long as the ids, so sizes stay exact
+    corpus = list(_cases(make_event(placeholder), now_ms))
+    out: list[FuzzedPayload] = []
+    taken = 0  # corpus cases considered so far
+    while len(out) < count:
+        n = len(out)
+        event_id = f"fz-{seed}-{n:07d}"
+        event = make_event(event_id)
+        key = event["card_id"].encode() if rng.random() < 0.9 else None
+        kind = rng.choice(_MUTATIONS)
+        raw = _dump(event)
+        expected: str | None = None
+        if kind == "corpus":
+            name, value, expected = corpus[taken % len(corpus)]
+            taken += 1
+            if value is not None and len(value) > MAX_BYTES and taken // len(corpus) % 50:
+                continue  # the big ones are costly to send: in one round of 50
+            if value is not None:
+                value = value.replace(placeholder.encode(), event_id.encode())
+            out.append(FuzzedPayload(f"corpus:{name}", key, value, event_id, expected))
+            continue
+        if kind == "flip":
+            start = raw.index(event_id.encode())
+            value = _flip(raw, (start - 1, start + len(event_id) + 1), rng)
+        elif kind == "truncate":
+            value = raw[:rng.randrange(len(raw))]
+        elif kind == "odd-value":
+            field = rng.choice([k for k in event if k != "event_id"])
+            value = _dump({**event, field: rng.choice(_ODD_VALUES)})
+        elif kind == "drop-field":
+            field = rng.choice([k for k in event if k != "event_id"])
+            value = _dump({k: v for k, v in event.items() if k != field})
+        elif kind == "extra-fields":
+            extra = {f"x{i}": rng.choice(_ODD_VALUES) for i in range(rng.randint(1, 8))}
+            value = _dump({**event, **extra})
+        elif kind == "garbage":
+            value = rng.randbytes(rng.randint(0, 200))
+        elif kind == "nest":
+            value = _nested_in(event, rng.choice((15, 16, 64, 1000, 3000)))
+        else:  # duplicate-key
+            field = rng.choice([k for k in event if k != "event_id"])
+            value = raw[:-1] + b',"' + field.encode() + b'":' + _dump(rng.choice(_ODD_VALUES)) \
+                + b"}"
+        out.append(FuzzedPayload(kind, key, value, event_id, None))
+    return out

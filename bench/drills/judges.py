@@ -1,0 +1,224 @@
+"""What each drill must show beyond the audit every drill passes (bench/drills/runner.py):
+checks (name -> held) and figures for the report, from the outputs read back."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.drills.core import RECOVERY_GOAL_S, DrillContext, recovery_times
+from bench.reference_features import judge_traces
+from bench.stats import latency_summary
+from decisioning.trace import trace_timings
+
+# A decision must not wait much longer than one model call's deadline, whatever the
+# model server does: the deadline, plus as much again for batching and the rest.
+BUDGET_DEADLINES = 2.0
+# After the model server is back, the breaker's probe closes it within its reset time;
+# "within seconds" is judged as this.
+BACK_TO_MODEL_GOAL_S = 10.0
+
+
+@dataclass
+class Outputs:
+    """All three outputs of a drill, read back with read_committed."""
+
+    decisions: list[dict[str, Any]]
+    decision_append_ms: list[int]
+    traces: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
+    sent_at: dict[str, int]
+    memory: list[tuple[float, float, float, list[int]]] = field(default_factory=list)
+
+
+Verdict = tuple[dict[str, bool], dict[str, Any]]
+
+
+def _at(ctx: DrillContext, what: str) -> int:
+    return next(a.at_ms for a in ctx.actions if a.what.startswith(what))
+
+
+def _decided_ms(trace: dict[str, Any]) -> int:
+    return trace_timings(trace)["decided"]
+
+
+def _decision_ms(trace: dict[str, Any]) -> int:
+    """Received (after the source) to decided, inside the job."""
+    timings = trace_timings(trace)
+    return timings["decided"] - timings["received"]
+
+
+def taskmanager_kill(out: Outputs, ctx: DrillContext) -> Verdict:
+    decided = sorted(int(d["decided_at"]) for d in out.decisions)
+    kills = [a.at_ms for a in ctx.actions if a.what == "kill -9 taskmanager"]
+    recovery = recovery_times(decided, kills)
+    gaps = [r["gap_s"] for r in recovery]
+    figures = {"recovery_s": recovery,
+               "recovery_gap_s": {"p50": latency_summary(gaps)["p50"] if gaps else None,
+                                  "max": max(gaps) if gaps else None}}
+    return {f"recovery <= {RECOVERY_GOAL_S:g} s (max gap)":
+            bool(gaps) and max(gaps) <= RECOVERY_GOAL_S}, figures
+
+
+def broker_restart(out: Outputs, ctx: DrillContext) -> Verdict:
+    return {}, {}
+
+
+def model_chaos(out: Outputs, ctx: DrillContext) -> Verdict:
+    config = ctx.config
+    skip = int((config.serving.poll_interval_s + 2) * 1000)
+    phases = {
+        "latency spike": (_at(ctx, "latency spike") + skip, _at(ctx, "latency back")),
+        "calm after latency": (_at(ctx, "latency back") + skip, _at(ctx, "error rate")),
+        "error rate": (_at(ctx, "error rate") + skip, _at(ctx, "errors stopped")),
+        "calm after errors": (_at(ctx, "errors stopped") + skip, _at(ctx, "kill -9 model")),
+        "model server down": (_at(ctx, "kill -9 model") + skip, _at(ctx, "model server back")),
+    }
+    budget_ms = BUDGET_DEADLINES * config.serving.timeout_ms
+    timed = [(t, _decided_ms(t)) for t in out.traces]  # each trace's timings read once
+    per_phase: dict[str, dict[str, Any]] = {}
+    for name, (start, end) in phases.items():
+        rows = [t for t, at in timed if start <= at < end]
+        kinds = Counter(f"{t['path']}/{t['model'].get('fallback_reason') or '-'}"
+                        if isinstance(t.get("model"), dict) else t["path"] for t in rows)
+        per_phase[name] = {"decisions": len(rows), "by_path_and_reason": dict(kinds),
+                           "p99_ms": latency_summary(_decision_ms(t) for t in rows)["p99"]}
+    back = _at(ctx, "model server back")
+    model_after = sorted(at for t, at in timed if t["path"] == "MODEL" and at > back)
+    back_to_model_s = (model_after[0] - back) / 1000 if model_after else None
+
+    def share(phase: str, *kinds: str) -> float:
+        p = per_phase[phase]
+        return sum(p["by_path_and_reason"].get(k, 0) for k in kinds) / max(p["decisions"], 1)
+
+    checks = {
+        "each phase decided something": all(p["decisions"] > 0 for p in per_phase.values()),
+        "latency spike: >= 90% RULES_ONLY/timeout": share("latency spike",
+                                                          "RULES_ONLY/timeout") >= 0.9,
+        "error rate: some RULES_ONLY/error, >= 40% MODEL": (
+            share("error rate", "RULES_ONLY/error") > 0
+            and share("error rate", "MODEL/-") >= 0.4),
+        "server down: >= 95% RULES_ONLY/unavailable or timeout": share(
+            "model server down", "RULES_ONLY/unavailable", "RULES_ONLY/timeout") >= 0.95,
+        "calm phases: >= 95% MODEL": all(share(p, "MODEL/-") >= 0.95
+                                         for p in ("calm after latency", "calm after errors")),
+        f"p99 decision latency <= {budget_ms:g} ms in every phase": all(
+            p["p99_ms"] is not None and p["p99_ms"] <= budget_ms for p in per_phase.values()),
+        f"MODEL again within {BACK_TO_MODEL_GOAL_S:g} s of the server's return": (
+            back_to_model_s is not None and back_to_model_s <= BACK_TO_MODEL_GOAL_S),
+    }
+    return checks, {"phases": per_phase, "budget_ms": budget_ms,
+                    "back_to_model_s": back_to_model_s}
+
+
+def rescale(out: Outputs, ctx: DrillContext) -> Verdict:
+    features = judge_traces(out.traces)
+    placements = ctx.extra.get("placements", [])
+    higher = [p for p in placements if p["parallelism"] == ctx.settings.rescale_to]
+    checks = {
+        "stopped with a savepoint and resumed twice": len(placements) == 2,
+        f"parallelism {ctx.settings.rescale_to} ran on "
+        f"{ctx.settings.rescale_to} TaskManagers": bool(higher) and len(
+            higher[0]["taskmanagers"]) == ctx.settings.rescale_to,
+        "every on-time decision's features match the reference": (
+            features["judged"] > 0 and features["mismatches"] == 0),
+    }
+    return checks, {"features": features, "placements": placements}
+
+
+def hostile_input(out: Outputs, ctx: DrillContext) -> Verdict:
+    sent = ctx.extra.get("hostile")
+    if not sent:
+        return {"hostile payloads sent": False}, {}
+    topic = ctx.config.kafka.topics.transactions
+    dead = {(d.get("partition"), d.get("offset")): d for d in out.dead_letters
+            if d.get("topic") == topic}
+    decided = Counter(d["event_id"] for d in out.decisions)
+    outcomes: Counter[str] = Counter()
+    wrong_outcome, lost, doubled, examples = 0, 0, 0, []
+    for i, payload in enumerate(sent["payloads"]):
+        letter = dead.get(sent["placed"].get(i, (None, None)))
+        n = decided.get(payload.event_id, 0) + (letter is not None)
+        if n == 0:
+            lost += 1
+        elif n > 1:
+            doubled += 1
+        got = "decision" if decided.get(payload.event_id) else (letter or {}).get("reason")
+        outcomes[got or "none"] += 1
+        if payload.expected is not None and n == 1:
+            want = "decision" if payload.expected == "valid" else payload.expected
+            if got != want:
+                wrong_outcome += 1
+                if len(examples) < 10:
+                    examples.append({"case": payload.name, "want": want, "got": got})
+    traced = Counter(t.get("event_id") for t in out.traces)
+    untraced = sum(1 for p in sent["payloads"] if decided.get(p.event_id)
+                   and traced.get(p.event_id) != 1)
+    count = len(sent["payloads"])
+    checks = {
+        "every hostile payload delivered": len(sent["placed"]) == count
+        and not sent["errors"],
+        "every hostile payload: exactly one decision or one dead letter": lost == doubled == 0,
+        "corpus cases end as the contract says": wrong_outcome == 0,
+        "every hostile decision has exactly one trace": untraced == 0,
+        "dead letters all carry a reason": all(d.get("reason") for d in dead.values()),
+    }
+    return checks, {"hostile": {"sent": count, "lost": lost, "doubled": doubled,
+                                "decided_without_one_trace": untraced,
+                                "wrong_outcome": wrong_outcome, "examples": examples,
+                                "outcomes": dict(outcomes.most_common())}}
+
+
+def _slope_per_min(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    if len(points) < 3:
+        return None
+    return statistics.linear_regression([t for t, _ in points],
+                                        [v for _, v in points]).slope * 60
+
+
+# Levelled off: over the soak's second half, memory grows at most this fast.
+MAX_GROWTH_MIB_PER_MIN = 1.0
+
+
+def soak(out: Outputs, ctx: DrillContext) -> Verdict:
+    s = ctx.settings
+    samples = [(t, rss, heap) for t, rss, heap, pids in out.memory if pids]
+    began = samples[0][0] if samples else 0.0
+    total = s.warmup_s + s.soak_minutes * 60
+    second_half = [x for x in samples if x[0] - began >= s.warmup_s + (total - s.warmup_s) / 2]
+    rss_slope = _slope_per_min([(t, rss) for t, rss, _ in second_half])
+    native_slope = _slope_per_min([(t, rss - heap) for t, rss, heap in second_half])
+    start = _at(ctx, "soak begins")
+    five_min = 300_000
+    by_window: dict[int, list[int]] = {}
+    for t in out.traces:
+        at = _decided_ms(t)
+        if at >= start + s.warmup_s * 1000:
+            by_window.setdefault((at - start) // five_min, []).append(_decision_ms(t))
+    p99s = [latency_summary(v)["p99"] for _, v in sorted(by_window.items())]
+    half = len(p99s) // 2
+    early = statistics.median(p99s[:half]) if half else None
+    late_worst = max(p99s[half:]) if p99s[half:] else None
+    checks = {
+        f"RSS grows <= {MAX_GROWTH_MIB_PER_MIN:g} MiB/min over the second half":
+            rss_slope is not None and rss_slope <= MAX_GROWTH_MIB_PER_MIN,
+        f"native memory grows <= {MAX_GROWTH_MIB_PER_MIN:g} MiB/min over the second half":
+            native_slope is not None and native_slope <= MAX_GROWTH_MIB_PER_MIN,
+        "p99 stable: no later 5-min window over twice the earlier median (or 100 ms)":
+            early is not None and late_worst is not None
+            and late_worst <= max(2 * early, 100.0),
+    }
+    figures = {"rss_mib_per_min_second_half": rss_slope,
+               "native_mib_per_min_second_half": native_slope,
+               "rss_mib_first_last_max": [samples[0][1], samples[-1][1],
+                                          max(x[1] for x in samples)] if samples else None,
+               "p99_ms_per_5_min": p99s}
+    return checks, figures
+
+
+JUDGES = {"taskmanager-kill": taskmanager_kill, "broker-restart": broker_restart,
+          "model-chaos": model_chaos, "rescale": rescale, "hostile-input": hostile_input,
+          "soak": soak}

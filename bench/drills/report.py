@@ -1,0 +1,174 @@
+"""A drill's report: JSON, Markdown and a chart under ``out/drills/<run>/``, and with
+``--publish`` its section of docs/RELIABILITY.md."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.drills.runner import DrillResult
+from rtd.config import PROJECT_ROOT
+
+RELIABILITY_DOC = PROJECT_ROOT / "docs" / "RELIABILITY.md"
+
+
+def chart(result: DrillResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result.series["windows"]
+    memory = result.series.get("memory") or []
+    t = [r["t_s"] for r in rows]
+    fig, axes = plt.subplots(3 if memory else 2, 1, figsize=(8, 7.5 if memory else 5.5),
+                             sharex=True)
+    axes[0].plot(t, [r["per_s"] for r in rows], label="decisions/s (5 s windows)")
+    axes[0].axhline(result.settings["rate"], linestyle=":", color="grey", label="input rate")
+    axes[0].set_ylabel("per second")
+    axes[0].set_ylim(bottom=0)
+    axes[1].plot(t, [r["p99_ms"] for r in rows], color="tab:red", label="p99")
+    axes[1].plot(t, [r["p50_ms"] for r in rows], color="tab:orange", label="p50")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("event append -> decision append, ms")
+    if memory:
+        first = memory[0][0]
+        mt = [m[0] - first for m in memory]
+        axes[2].plot(mt, [m[1] for m in memory], color="tab:purple", label="TaskManager RSS")
+        axes[2].plot(mt, [m[1] - m[2] for m in memory], ":", color="tab:red",
+                     label="of which native (not Java heap)")
+        axes[2].set_ylabel("MiB")
+        axes[2].set_ylim(bottom=0)
+    axes[-1].set_xlabel("seconds since the drill began")
+    for ax in axes:
+        for a in result.actions:
+            ax.axvline(a["t_s"], color="black", alpha=0.4, linestyle="--")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result.drill} at {result.settings['rate']:.0f} events/s (run {result.run})",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _drill_lines(result: DrillResult) -> list[str]:
+    f = result.figures
+    lines: list[str] = []
+    if f.get("recovery_s"):
+        lines += [("| kill | at s | last decision before -> first after, s | "
+                  "action -> first decision after, s |"), "|---|---|---|---|"]
+        kills = [a for a in result.actions if a["what"] == "kill -9 taskmanager"]
+        for a, r in zip(kills, f["recovery_s"], strict=True):
+            lines.append(f"| {a['what']} ({a['detail']}) | {a['t_s']} | {r['gap_s']} | "
+                         f"{r['since_action_s']} |")
+        lines += ["", (f"Recovery gap p50 {f['recovery_gap_s']['p50']} s, max "
+                  f"{f['recovery_gap_s']['max']} s."), ""]
+    if f.get("phases"):
+        lines += ["| phase | decisions | path/fallback_reason | p99 received -> decided, ms |",
+                  "|---|---|---|---|"]
+        for name, p in f["phases"].items():
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(p["by_path_and_reason"].items()))
+            lines.append(f"| {name} | {p['decisions']} | {kinds} | {p['p99_ms']} |")
+        lines += ["", (f"Budget {f['budget_ms']:g} ms. First MODEL decision "
+                  f"{f['back_to_model_s']} s after the model server was back."), ""]
+    if f.get("features"):
+        feats = f["features"]
+        lines += [(f"Features against the reference (bench/reference_features.py): "
+                   f"{feats['judged']} on-time decisions judged ({feats['late_skipped']} late "
+                   f"ones not), cards exact {feats['card_exact']}, customers exact "
+                   f"{feats['customer_exact']}, within bounds "
+                   f"{feats['customer_within_bounds']}, mismatches {feats['mismatches']}. "
+                   f"Placement: {f['placements']}."), ""]
+    if f.get("hostile"):
+        h = f["hostile"]
+        top = ", ".join(f"{k} {v}" for k, v in list(h["outcomes"].items())[:12])
+        lines += [(f"Hostile payloads: {h['sent']} sent; none lost: {h['lost'] == 0}, none "
+                   f"doubled: {h['doubled'] == 0}; corpus cases with another outcome than "
+                   f"the contract's: {h['wrong_outcome']}. Outcomes: {top}."), ""]
+    if "rss_mib_per_min_second_half" in f:
+        def per_min(value: float | None) -> str:
+            return "not measured (too few samples)" if value is None else f"{value:.2f} MiB/min"
+
+        lines += [(f"TaskManager RSS first/last/max {f['rss_mib_first_last_max']} MiB; growth "
+                   f"over the second half {per_min(f['rss_mib_per_min_second_half'])} "
+                   f"(native {per_min(f['native_mib_per_min_second_half'])}). p99 received "
+                   f"-> decided per 5 min: {f['p99_ms_per_5_min']} ms."), ""]
+    return lines
+
+
+def markdown(result: DrillResult, chart_name: str) -> str:
+    f = result.figures
+    lines = [
+        (f"### `{result.drill}`: {'PASSED' if result.passed else 'FAILED'} (run {result.run}, "
+         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"),
+        "",
+        (f"Command: `{result.command}`. Load: {result.settings['rate']:.0f} events/s, "
+         f"{f['sent']['valid']} valid and {f['sent']['malformed']} malformed events sent."),
+        "",
+        "| check | held |", "|---|---|",
+        *(f"| {name} | {'yes' if ok else '**no**'} |" for name, ok in result.checks.items()),
+        "",
+        "| output | expected | received | lost | duplicated | unexpected |",
+        "|---|---|---|---|---|---|",
+        *(f"| {k} | {f[k]['expected']} | {f[k]['received']} | {f[k]['lost']} | "
+          f"{f[k]['duplicated']} | {f[k]['unexpected']} |" for k in ("decisions", "traces")),
+        (f"| dead letters | {f['dead_letters']['expected']} | {f['dead_letters']['received']} "
+         "| | | |"),
+        "",
+        (f"Open transactions after the drain (records past the last stable offset): "
+         f"{sum(f['open_transactions'].values())} over {len(f['open_transactions'])} topics. "
+         f"Job restarts: {f['restarts']}; checkpoints completed "
+         f"{f['checkpoints']['completed']}, failed {f['checkpoints']['failed']}. Latency "
+         f"(event append to decision append) p50 {f['latency_ms']['p50']} ms, p99 "
+         f"{f['latency_ms']['p99']} ms, max {f['latency_ms']['max']} ms. Longest time "
+         f"without a decision after the first action: {f['longest_stall_s']} s."),
+        "",
+        *_drill_lines(result),
+    ]
+    if f["load_error"] or f["drill_error"]:
+        lines += [f"Errors: load {f['load_error']}; drill {f['drill_error']}.", ""]
+    lines += [f"![{result.drill}](img/{chart_name})", ""]
+    return "\n".join(lines)
+
+
+def write_report(result: DrillResult, out: Path, publish: bool) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"drill-{result.drill}.png"
+    (out / f"{result.drill}.json").write_text(json.dumps(asdict(result), indent=1, default=str))
+    chart(result, out / name)
+    text = markdown(result, name)
+    (out / f"{result.drill}.md").write_text(text.replace("](img/", "]("))
+    if publish:
+        shutil.copy(out / name, PROJECT_ROOT / "docs" / "img" / name)
+        publish_section(RELIABILITY_DOC, result.drill, text)
+    return out
+
+
+def publish_section(doc: Path, drill: str, text: str) -> None:
+    """Replace the drill's section of ``doc`` (between its markers), or append one."""
+    begin, end = f"<!-- drill:{drill} -->", f"<!-- /drill:{drill} -->"
+    current = doc.read_text() if doc.exists() else "# Reliability drills\n\n"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        current = head + block + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(current)
+
+
+def summary_line(result: DrillResult) -> str:
+    f = result.figures
+    extra = ""
+    if f.get("recovery_s"):
+        extra = (f", recovery gap p50 {f['recovery_gap_s']['p50']} s max "
+                 f"{f['recovery_gap_s']['max']} s")
+    return (f"{result.drill}: {'PASSED' if result.passed else 'FAILED'}; decisions lost "
+            f"{f['decisions']['lost']} dup {f['decisions']['duplicated']}, traces lost "
+            f"{f['traces']['lost']} dup {f['traces']['duplicated']}, open transactions "
+            f"{sum(f['open_transactions'].values())}{extra}; failed checks: "
+            f"{[k for k, ok in result.checks.items() if not ok] or 'none'}")
