@@ -105,7 +105,7 @@ def analyse(run: SystemRun) -> tuple[dict[str, Any], dict[str, list[int]]]:
 
 def stage_times(run: SystemRun, limit: int = 50_000) -> dict[str, Any]:
     """Per-stage durations (ms) from the job's traces of the fixed-rate phase's events."""
-    from rtd.topic_reader import iter_all
+    from rtd_core.topic_reader import iter_all
 
     if run.fixed is None:
         return {}

@@ -27,11 +27,11 @@ from typing import Any
 
 import orjson
 
+from audit.archive import ArchiveWriter
+from audit.store import AuditStore, KafkaRecord
 from bench.audit_traces import T0, decision_and_trace
 from bench.stats import latency_summary
-from rtd.audit.archive import ArchiveWriter
-from rtd.audit.store import AuditStore, KafkaRecord
-from rtd.config import load_config
+from rtd_core.config import load_config
 
 TRACES, DECISIONS = "decision-traces", "decisions"
 POOL = 2_000
@@ -103,8 +103,8 @@ def _http_lookups(store: AuditStore, config: Any, stored: int, samples: int) -> 
 
     import uvicorn
 
-    from rtd.audit.console import create_app
-    from rtd.audit.metrics import HealthMetrics
+    from audit.console import create_app
+    from audit.metrics import HealthMetrics
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -204,7 +204,7 @@ def run(root: Path, checkpoints: list[int], batch: int, samples: int,
         }
         if cli_samples:
             point["explain_cli_ms"] = _cli_lookups(config_file, stored, cli_samples,
-                                                   "rtd.audit.cli")
+                                                   "rtd.audit_cli")
             point["explain_rtd_cli_ms"] = _cli_lookups(config_file, stored, cli_samples,
                                                        "rtd.cli")
         points.append(point)
@@ -229,7 +229,7 @@ def measure_only(root: Path, samples: int, cli_samples: int) -> dict[str, Any]:
     store.close()
     if cli_samples:
         point["explain_cli_ms"] = _cli_lookups(root / "config.json", stored, cli_samples,
-                                               "rtd.audit.cli")
+                                               "rtd.audit_cli")
     print(json.dumps(point), flush=True)
     return {"points": [point]}
 

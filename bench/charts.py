@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import matplotlib.pyplot as plt
 
 COLORS = {"ours": "tab:blue", "python": "tab:orange", "quix": "tab:green",
           "batched": "tab:red"}

@@ -17,11 +17,11 @@ import time
 
 from bench.fresh_run import fresh_run_config
 from decisioning.trace import trace_stage_durations
-from rtd.job_submission import submit
-from rtd.simulator.producer import run_simulation
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.topic_reader import read_all
+from rtd_core.topic_reader import read_all
+from simulator.producer import run_simulation
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
+from stack.kafka_broker import KafkaBroker
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -26,8 +26,8 @@ from pyflink.datastream.functions import SinkFunction
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.embedded_python import embedded_python_path
 from flink_jobs.topology import build_features, validate_events
-from rtd.config import load_config
-from rtd.simulator.generator import GeneratorSettings, generate
+from rtd_core.config import load_config
+from simulator.generator import GeneratorSettings, generate
 
 RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
                      Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])

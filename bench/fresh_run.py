@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from rtd.config import RtdConfig, load_config
+from rtd_core.config import RtdConfig, load_config
 
 TOPIC_ROLES = ("transactions", "labels", "decisions", "traces", "dlq")
 

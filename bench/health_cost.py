@@ -1,4 +1,4 @@
-"""What the health monitor (rtd/audit/health.py) costs the audit service at a sustained
+"""What the health monitor (audit/health.py) costs the audit service at a sustained
 rate: feed it an hour of decisions and their labels, in the service's batch size, and
 time the per-record work and one snapshot. `python -m bench.health_cost [--rate 1000]`."""
 
@@ -9,10 +9,10 @@ import dataclasses
 import resource
 import time
 
+from audit.health import MINUTE_MS, HealthMonitor, Label
+from audit.records import read_trace
 from bench.audit_traces import decision_and_trace
-from rtd.audit.health import MINUTE_MS, HealthMonitor, Label
-from rtd.audit.records import read_trace
-from rtd.config import AuditConfig, ThresholdsConfig
+from rtd_core.config import AuditConfig, ThresholdsConfig
 
 BATCH = 2_000  # audit.batch_size's default
 

@@ -35,7 +35,7 @@ from decisioning.fallback_ladder import FallbackLadder, Remembered
 from flink_jobs.decision_job import job_configuration
 from operators.fallback_ladder import REMEMBERED_ROW, FallbackLadderFunction
 from operators.keyed_features import shard_of
-from rtd.config import load_config
+from rtd_core.config import load_config
 
 MAX_AGE_MS = 600_000
 

@@ -36,12 +36,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from decisioning.trace import trace_stage_durations
-from rtd.config import RtdConfig, load_config
-from rtd.job_submission import submit
-from rtd.simulator.producer import run_simulation
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.topic_reader import read_all
+from rtd_core.config import RtdConfig, load_config
+from rtd_core.topic_reader import read_all
+from simulator.producer import run_simulation
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
+from stack.kafka_broker import KafkaBroker
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

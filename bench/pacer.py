@@ -20,10 +20,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from rtd.config import RtdConfig
-from rtd.security import kafka_client_properties
-from rtd.simulator.generator import LABEL, TXN, GeneratorSettings, TransactionGenerator
-from rtd.simulator.producer import producer_settings
+from rtd_core.config import RtdConfig
+from rtd_core.security import kafka_client_properties
+from simulator.generator import LABEL, TXN, GeneratorSettings, TransactionGenerator
+from simulator.producer import producer_settings
 
 _TICK_S = 0.002
 
@@ -147,7 +147,7 @@ def read_append_times(config: RtdConfig, topic: str) -> dict[str, int]:
     """event id -> broker append time (ms) of every valid event in ``topic``."""
     import json
 
-    from rtd.topic_reader import iter_all
+    from rtd_core.topic_reader import iter_all
 
     out: dict[str, int] = {}
     for record in iter_all(config, topic, isolation="read_uncommitted", timeout_s=120):

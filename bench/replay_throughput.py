@@ -29,9 +29,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rtd.config import load_config
-from rtd.simulator.producer import run_simulation
-from rtd.stack.kafka_broker import KafkaBroker
+from rtd_core.config import load_config
+from simulator.producer import run_simulation
+from stack.kafka_broker import KafkaBroker
 
 
 def tree_cpu_s(proc: subprocess.Popen[str], last: dict[int, float]) -> None:
@@ -91,9 +91,9 @@ def engine_core(config: Any) -> dict[str, Any]:
     from confluent_kafka import TopicPartition
 
     from feature_views.definitions import ALL_VIEWS
-    from rtd.replay.local_engine import LocalReplay, kafka_records
-    from rtd.replay.offsets import ResolvedRange
-    from rtd.topic_reader import consumer
+    from replay.local_engine import LocalReplay, kafka_records
+    from replay.offsets import ResolvedRange
+    from rtd_core.topic_reader import consumer
 
     topic = config.kafka.topics.transactions
     reader = consumer(config)
@@ -133,7 +133,7 @@ def plain_loop(config: Any) -> dict[str, Any]:
     from decisioning.transaction import validate
     from feature_views.definitions import CARD_FEATURES, CUSTOMER_FEATURES
     from feature_views.window_state import ViewComputer, empty_state
-    from rtd.topic_reader import consumer
+    from rtd_core.topic_reader import consumer
 
     topic = config.kafka.topics.transactions
     reader = consumer(config)  # raw bytes: the job validates bytes, not decoded text

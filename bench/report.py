@@ -72,11 +72,11 @@ def throughput_ratios(systems: Mapping[str, Mapping[str, Any]]) -> dict[str, flo
 def system_rows(systems: Mapping[str, Mapping[str, Any]]) -> list[str]:
     ratios = throughput_ratios(systems)
     rows = [
-        "| system | decisions/s peak (first step behind) | highest rate kept up (ev/s) | "
-        "decision latency "
-        "p50 / p95 / p99 / p99.9 ms | commit-visible p50 / p95 / p99 / p99.9 ms | feature "
-        "freshness p50 / p99 ms | fallback rate | CPU % of a core / RSS MiB (saturated) | "
-        "others' CPU % (saturated) | ours ÷ system (decisions/s) |",
+        ("| system | decisions/s peak (first step behind) | highest rate kept up (ev/s) | "
+         "decision latency "
+         "p50 / p95 / p99 / p99.9 ms | commit-visible p50 / p95 / p99 / p99.9 ms | feature "
+         "freshness p50 / p99 ms | fallback rate | CPU % of a core / RSS MiB (saturated) | "
+         "others' CPU % (saturated) | ours ÷ system (decisions/s) |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in systems.items():
@@ -107,8 +107,8 @@ def system_rows(systems: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def flink_rows(ours: Mapping[str, Any]) -> list[str]:
     """Checkpoints and per-operator busy/back-pressure, at the fixed rate and saturated."""
-    rows = ["| phase | checkpoints | duration median / max ms | operator: busy / back-pressured "
-            "ms per s |", "|---|---|---|---|"]
+    rows = [("| phase | checkpoints | duration median / max ms | operator: busy / "
+             "back-pressured ms per s |"), "|---|---|---|---|"]
     for label, phase in (("fixed rate", ours.get("fixed")), ("saturated", ours.get("saturated"))):
         flink = (phase or {}).get("flink")
         if not flink:
@@ -190,20 +190,20 @@ def markdown_section(result: Mapping[str, Any], images: Mapping[str, str] | None
         + (f" · {result['label']}" if result.get("label") else ""),
         "",
         f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}. Shared and noisy: compare the ratios measured within "
-        "this run, not absolute figures across runs.  ",
-        f"Fixed rate {_num(preset['fixed_rate'])} events/s for {_num(preset['fixed_s'])} s; "
-        f"then steps from {_num(preset['step_start_rate'])}/s ×{preset['step_factor']} of "
-        f"{_num(preset['step_s'])} s each until a step falls behind. Latencies are at the fixed "
-        "rate, from the event's Kafka append time.",
+        (f"Machine: {result['machine']}. Shared and noisy: compare the ratios measured within "
+         "this run, not absolute figures across runs.  "),
+        (f"Fixed rate {_num(preset['fixed_rate'])} events/s for {_num(preset['fixed_s'])} s; "
+         f"then steps from {_num(preset['step_start_rate'])}/s ×{preset['step_factor']} of "
+         f"{_num(preset['step_s'])} s each until a step falls behind. Latencies are at the fixed "
+         "rate, from the event's Kafka append time."),
     ]
     if result.get("overrides"):
         lines.append(f"Config overrides: `{json.dumps(result['overrides'], sort_keys=True)}`")
     lines += ["", *system_rows(systems), ""]
     restarts = systems.get("ours", {}).get("job_restarts")
     if restarts:
-        lines += [f"**Our job restarted {restarts} time(s) during the run: its figures are not "
-                  "comparable.**", ""]
+        lines += [(f"**Our job restarted {restarts} time(s) during the run: its figures are "
+                   "not comparable.**"), ""]
     if "ours" in systems:
         flink = flink_rows(systems["ours"])
         if len(flink) > 2:
@@ -215,8 +215,8 @@ def markdown_section(result: Mapping[str, Any], images: Mapping[str, str] | None
             lines += [f"Per-stage ms (p50/p99, from traces, fixed rate): {parts}", ""]
     resources = resource_rows(systems)
     if resources:
-        lines += ["CPU (% of one core, mean) and RSS (peak) per process group during each "
-                  "system's saturated step:", "", *resources, ""]
+        lines += [("CPU (% of one core, mean) and RSS (peak) per process group during each "
+                   "system's saturated step:"), "", *resources, ""]
     lines += [*goal_rows(systems), ""]
     for caption, path in (images or {}).items():
         lines.append(f"![{caption}]({path})")

@@ -21,8 +21,8 @@ from bench.pacer import Pacer, PhaseSent, create_topics
 from bench.presets import Preset, keeps_up, step_rates
 from bench.resources import ResourceSampler, stack_groups
 from bench.systems import OurJob, SystemUnderTest
-from rtd.config import RtdConfig
-from rtd.security import kafka_client_properties
+from rtd_core.config import RtdConfig
+from rtd_core.security import kafka_client_properties
 
 Log = Callable[[str], None]
 WARMUP_RATE = 20.0  # events/s while waiting for a system to start deciding

@@ -16,7 +16,7 @@ from typing import Self
 import psutil
 
 from bench.resources import pids_from_file
-from rtd.config import PROJECT_ROOT
+from rtd_core.config import PROJECT_ROOT
 
 CRASH_MARKS = ("Fatal Python error", "SIGSEGV", "# A fatal error has been detected")
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.resources import descendants, stack_groups
-from rtd.config import PROJECT_ROOT, RtdConfig
-from rtd.job_submission import submit
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.processes import StackError
+from rtd_core.config import PROJECT_ROOT, RtdConfig
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
+from stack.processes import StackError
 
 
 class SystemUnderTest(Protocol):
@@ -128,7 +128,7 @@ class PeerProcess:
                 "--group", self.config.kafka.consumer_group, *self.extra_args]
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
         with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own module and arguments
+            self.proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=PROJECT_ROOT, env=env, start_new_session=True,
             )

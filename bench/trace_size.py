@@ -20,9 +20,9 @@ from bench.peers.entity_store import EntityCache, Progress
 from bench.stats import latency_summary
 from decisioning.rules import load_rules
 from flink_jobs.topology import job_info
-from rtd.config import load_config
-from rtd.simulator.generator import LABEL, GeneratorSettings, TransactionGenerator
+from rtd_core.config import load_config
 from serving.predict_calls import ModelCallError
+from simulator.generator import LABEL, GeneratorSettings, TransactionGenerator
 
 T0 = 1_764_000_000_000
 BATCH = 100

@@ -29,6 +29,8 @@ from typing import Any
 import orjson
 import pycountry
 
+from rtd_core.contract import MAX_FUTURE_SKEW_MS
+
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_AMOUNT = 1_000_000
 # Fixed bounds on structure (contract: "nesting or collections beyond fixed bounds"). A
@@ -37,7 +39,7 @@ MAX_DEPTH = 16
 MAX_COLLECTION_ITEMS = 1_000
 # Contract default: an event more than this far ahead of its Kafka record's timestamp
 # is rejected (``event_time_in_future``) and never moves a watermark.
-DEFAULT_MAX_FUTURE_SKEW_MS = 5 * 60_000
+DEFAULT_MAX_FUTURE_SKEW_MS = MAX_FUTURE_SKEW_MS
 CHANNELS = frozenset({"pos", "ecom", "atm"})
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)

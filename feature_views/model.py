@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from rtd_core.contract import ALLOWED_LATENESS_MS, WATERMARK_DELAY_MS
+
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
@@ -71,11 +73,11 @@ class FeatureView:
     features: tuple[Feature, ...]
     version: int
     description: str = ""
-    # Defaults of the job config's settings of the same names: the bounded
-    # out-of-orderness the view tolerates, and how far behind the watermark an event
-    # may be before it is flagged late.
-    watermark_delay_ms: int = 5_000
-    allowed_lateness_ms: int = 60_000
+    # The bounded out-of-orderness the view tolerates, and how far behind the watermark
+    # an event may be before it is flagged late: the contract's values, which the job
+    # config's settings of the same names default to as well.
+    watermark_delay_ms: int = WATERMARK_DELAY_MS
+    allowed_lateness_ms: int = ALLOWED_LATENESS_MS
     # An event field the entity is scoped to: state is per (scope value, entity key).
     # The card view is scoped to the customer, so its state lives beside the customer's
     # in one keyed operator (operators/keyed_features.py).

@@ -29,7 +29,7 @@ from flink_jobs.kafka_tables import (
 )
 from flink_jobs.topology import build_topology
 from operators.lanes import MAX_PARALLELISM
-from rtd.config import RtdConfig, load_config
+from rtd_core.config import RtdConfig, load_config
 
 
 def job_configuration(config: RtdConfig) -> Configuration:

@@ -6,7 +6,7 @@ That interpreter starts from the base Python, not from a virtualenv: it does not
 ``sys.path`` unless ``PYTHONPATH`` names them. It reads ``PYTHONPATH`` from the JVM's
 environment, which a local PyFlink gateway inherits from this process when it starts:
 call ``embedded_python_path()`` before the first PyFlink object is made. (On the local
-stack's cluster, ``rtd.stack.flink_cluster`` sets it for the TaskManager.)
+stack's cluster, ``stack.flink_cluster`` sets it for the TaskManager.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import site
 
-from rtd.config import PROJECT_ROOT
+from rtd_core.config import PROJECT_ROOT
 
 
 def embedded_python_path() -> None:

@@ -17,8 +17,8 @@ from pyflink.table import StreamTableEnvironment
 from pyflink.table.expressions import col
 
 from flink_jobs.event_time_sql import row_time_sql
-from rtd.config import KafkaConfig, RtdConfig
-from rtd.security import kafka_client_properties, kafka_java_properties
+from rtd_core.config import KafkaConfig, RtdConfig
+from rtd_core.security import kafka_client_properties, kafka_java_properties
 
 SOURCE_TABLE = "rtd_transactions"
 # The source's columns that the job reads (the row-time column only drives watermarks).
@@ -30,7 +30,7 @@ _STARTUP = {
     " 'properties.auto.offset.reset' = 'earliest'",
     "earliest": "'scan.startup.mode' = 'earliest-offset'",
     "latest": "'scan.startup.mode' = 'latest-offset'",
-    # Bounded replays (rtd/replay) start at offsets they resolved themselves; the
+    # Bounded replays (replay) start at offsets they resolved themselves; the
     # offsets go in ``options`` as 'scan.startup.specific-offsets'.
     "specific-offsets": "'scan.startup.mode' = 'specific-offsets'",
 }

@@ -4,7 +4,7 @@ It is the live job's own front half: ``validate_events`` and ``build_features`` 
 ``flink_jobs/topology.py``, the same operators, the same state layout, the same
 watermarks, fed by the Kafka table source bounded to resolved offsets. Only what
 comes after the features differs: instead of scoring and deciding, each record becomes
-a flat row (``rtd.replay.rows``) that is batched and collected back to the client.
+a flat row (``feature_views.rows``) that is batched and collected back to the client.
 
 Why STREAMING and not BATCH execution: the contract's features count "events already
 processed", and per card the live processing order is the Kafka partition order.
@@ -38,13 +38,13 @@ from pyflink.table import StreamTableEnvironment
 
 from decisioning.transaction import Reason
 from feature_views.model import FeatureView
+from feature_views.rows import row_values
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.embedded_python import embedded_python_path
 from flink_jobs.kafka_tables import source_ddl, source_stream
 from flink_jobs.topology import build_features, validate_events
 from operators.failures import has_failed
-from rtd.config import RtdConfig
-from rtd.replay.rows import row_values
+from rtd_core.config import RtdConfig
 
 ROW = "row"
 DEAD = "dead"

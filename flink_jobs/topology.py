@@ -39,7 +39,7 @@ from operators.fallback_ladder import FallbackLadderFunction
 from operators.keyed_features import ShardFeatures, shard_of
 from operators.scoring import ScoreWithModel
 from operators.validation import DLQ_TAG, KEY_VALUE_ROW, ValidateEvents
-from rtd.config import RtdConfig
+from rtd_core.config import RtdConfig
 
 RECORDS = Types.PICKLED_BYTE_ARRAY()
 

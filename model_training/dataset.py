@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow.compute as pc
 
 from feature_views.definitions import FEATURE_NAMES
-from rtd.replay.dataset import read_manifest, read_table
-from rtd.replay.rows import EVENT_COLUMNS
+from feature_views.rows import EVENT_COLUMNS
+from replay.dataset import read_manifest, read_table
 from serving.model_signature import MODEL_INPUT_NAMES, model_inputs
 
 

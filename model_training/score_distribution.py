@@ -1,6 +1,6 @@
 """The score distribution a model version was trained on, recorded beside its SavedModel.
 
-Score drift is measured against it: the health monitor (rtd/audit/health.py) compares
+Score drift is measured against it: the health monitor (audit/health.py) compares
 the live scores of a serving version with this histogram by their population stability
 index. Bins are the training scores' deciles, so each holds about a tenth of them and a
 shift anywhere in the range shows.

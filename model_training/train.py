@@ -25,7 +25,7 @@ from decisioning.rules import RuleSet, evaluate_rules, load_rules
 from model_training.dataset import LabelledRows, TrainingDataError, load_labelled, time_split
 from model_training.metrics import Scores, score
 from model_training.score_distribution import record_training_scores
-from rtd.config import ThresholdsConfig
+from rtd_core.config import ThresholdsConfig
 from serving.model_signature import MODEL_INPUT_NAMES, SCORE_OUTPUT, SIGNATURE_NAME
 from serving.model_store import TfSavedModel, list_versions
 

@@ -51,7 +51,7 @@ from operators.fallback_ladder import LadderMetrics
 from operators.keyed_features import ShardFeatures
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
-from rtd.config import ServingConfig
+from rtd_core.config import ServingConfig
 from serving.model_signature import model_inputs
 from serving.pipelined_batch_client import Finished, PipelinedBatchClient
 

@@ -23,7 +23,7 @@ from operators.clock import now_ms
 from operators.failures import has_failed, internal_error_row, mark_failed
 from operators.fallback_ladder import LadderMetrics
 from operators.validation import KEY_VALUE_ROW
-from rtd.config import ThresholdsConfig
+from rtd_core.config import ThresholdsConfig
 
 TRACE_TAG = OutputTag("decision-traces", KEY_VALUE_ROW)
 # Records any stage failed on (operators/failures.py), as dead letters.

@@ -43,7 +43,7 @@ class Throttle:
     """True at most once per ``interval_s`` (the first call is due), to refresh figures
     that cost more than a counter increment from the per-record path."""
 
-    __slots__ = ("_interval_s", "_next", "_clock")
+    __slots__ = ("_clock", "_interval_s", "_next")
 
     def __init__(self, interval_s: float = 1.0, clock: Any = time.monotonic) -> None:
         self._interval_s = interval_s

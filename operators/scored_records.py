@@ -7,7 +7,7 @@ from typing import Any
 
 from decisioning.decision import ModelResult
 from operators.clock import now_ms
-from rtd.config import ServingConfig
+from rtd_core.config import ServingConfig
 from serving.predict_calls import Prediction
 
 DETAIL_LIMIT = 300

@@ -21,7 +21,7 @@ from pyflink.datastream.functions import AsyncFunction
 from operators.failures import has_failed
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
-from rtd.config import ServingConfig
+from rtd_core.config import ServingConfig
 from serving.batching_client import BatchingPredictClient, ModelCallError
 from serving.model_signature import model_inputs
 
@@ -78,5 +78,5 @@ class ScoreWithModel(AsyncFunction):
         if client is not None and loop is not None and loop.is_running():
             try:
                 asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=2)
-            except Exception:  # noqa: BLE001 - closing is best effort at shutdown
+            except Exception:  # noqa: BLE001, S110 - closing is best effort at shutdown
                 pass

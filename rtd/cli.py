@@ -11,14 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli import bench
-from bench.drill_cli import drill
-from model_training.cli import train
-from rtd.audit.cli import audit_app
+from rtd.audit_cli import audit_app
+from rtd.bench_cli import bench
 from rtd.cli_config import ConfigOption, config_or_exit
-from rtd.replay.cli import replay
-from rtd.simulator.cli import simulate
-from rtd.stack.processes import StackError
+from rtd.drill_cli import drill
+from rtd.replay_cli import replay
+from rtd.simulator_cli import simulate
+from rtd.train_cli import train
+from stack.processes import StackError
 
 app = typer.Typer(help="Real-time decisions on PyFlink: local stack, job, simulator, audit.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -46,9 +46,9 @@ def _fail(exc: Exception) -> typer.Exit:
 def setup(config: ConfigOption = None) -> None:
     """Fetch what is missing: Kafka, connector and Flink reporter jars (Maven Central),
     the bootstrap model, and headless Chromium for the console's browser test (Debian)."""
-    from rtd.stack.browser import ensure_browser
-    from rtd.stack.jars import ensure_jars
-    from rtd.stack.model_server import ModelServer
+    from stack.browser import ensure_browser
+    from stack.jars import ensure_jars
+    from stack.model_server import ModelServer
 
     cfg = config_or_exit(config)
     try:
@@ -76,8 +76,8 @@ def stack_up(
         "with a CA, certificates and passwords generated under <stack>/secrets")] = False,
 ) -> None:
     """Start Kafka, the model server and the Flink cluster (a no-op for what runs)."""
-    from rtd.stack.local_stack import LocalStack
-    from rtd.stack.secrets import ensure_secrets, secured
+    from stack.local_stack import LocalStack
+    from stack.secrets import ensure_secrets, secured
 
     cfg = config_or_exit(config)
     try:
@@ -98,7 +98,7 @@ def stack_up(
 @stack_app.command("down")
 def stack_down(config: ConfigOption = None) -> None:
     """Stop the Flink cluster, the model server and Kafka (data is kept)."""
-    from rtd.stack.local_stack import LocalStack
+    from stack.local_stack import LocalStack
 
     LocalStack(config_or_exit(config)).down(log=console.print)
 
@@ -106,7 +106,7 @@ def stack_down(config: ConfigOption = None) -> None:
 @stack_app.command("status")
 def stack_status(config: ConfigOption = None) -> None:
     """Show what runs, where."""
-    from rtd.stack.local_stack import LocalStack
+    from stack.local_stack import LocalStack
 
     table = Table("component", "state", "address", "detail")
     statuses = LocalStack(config_or_exit(config)).status()
@@ -127,7 +127,7 @@ def submit(
              "flink.parallelism")] = None,
 ) -> None:
     """Submit the decision job to the local Flink cluster with `flink run --python`."""
-    from rtd.job_submission import submit as submit_job
+    from stack.job_submission import submit as submit_job
 
     cfg = config_or_exit(config)
     try:
@@ -145,7 +145,7 @@ def stop(
         help="Stop with a savepoint, to resume from with `rtd submit --from-savepoint`")] = True,
 ) -> None:
     """Stop the running decision job (the stack keeps running)."""
-    from rtd.stack.flink_cluster import FlinkCluster
+    from stack.flink_cluster import FlinkCluster
 
     cfg = config_or_exit(config)
     cluster = FlinkCluster(cfg)
@@ -178,10 +178,10 @@ def demo(
 ) -> None:
     """Set up what is missing, start the stack, submit the job, simulate traffic and
     show a live tally of committed decisions."""
-    from rtd.job_submission import submit as submit_job
-    from rtd.simulator.producer import run_simulation
-    from rtd.stack.local_stack import LocalStack
     from rtd.tally import live_tally
+    from simulator.producer import run_simulation
+    from stack.job_submission import submit as submit_job
+    from stack.local_stack import LocalStack
 
     cfg = config_or_exit(config)
     try:
@@ -211,7 +211,7 @@ def demo(
         console.print(f"sent {len(summary.valid_event_ids)} valid and {len(summary.malformed)} "
                       f"malformed events at {summary.events_per_s:.0f}/s")
     if summary is not None and accuracy and cfg.audit.enabled and cfg.audit.console_port:
-        from rtd.audit.cli import print_demo_accuracy
+        from rtd.audit_cli import print_demo_accuracy
 
         print_demo_accuracy(cfg, console)
     console_note = (f"Decision console: {cfg.audit.console_url}. "
@@ -232,7 +232,7 @@ def explain(
         "store (slow: for a stack without the audit service)")] = False,
 ) -> None:
     """Why was this transaction decided so? Answers from the audit store."""
-    from rtd.audit.cli import explain as explain_from_store
+    from rtd.audit_cli import explain as explain_from_store
     from rtd.explain import explanation_lines, find_trace
 
     if not scan_kafka:
@@ -265,8 +265,8 @@ def console_consumer(
     import shutil
     import tempfile
 
-    from rtd.security import kafka_java_properties
-    from rtd.stack.jars import kafka_classpath_dir
+    from rtd_core.security import kafka_java_properties
+    from stack.jars import kafka_classpath_dir
 
     cfg = config_or_exit(config)
     java = shutil.which("java") or "java"

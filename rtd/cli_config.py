@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from rtd.config import RtdConfig, load_config
+from rtd_core.config import RtdConfig, load_config
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="JSON config file (default: local stack)")

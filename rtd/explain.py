@@ -13,8 +13,8 @@ from decisioning.trace import (
     trace_stage_durations,
     trace_version,
 )
-from rtd.config import RtdConfig
-from rtd.topic_reader import iter_all
+from rtd_core.config import RtdConfig
+from rtd_core.topic_reader import iter_all
 
 
 def find_trace(config: RtdConfig, event_or_decision_id: str,

@@ -13,9 +13,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from rtd.config import RtdConfig
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.topic_reader import consumer
+from rtd_core.config import RtdConfig
+from rtd_core.topic_reader import consumer
+from stack.flink_cluster import FlinkCluster
 
 OUTCOMES = ("APPROVE", "REVIEW", "DECLINE")
 PATHS = ("MODEL", "RULES_ONLY")

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from rtd.config import ServingConfig
-from rtd.security import serving_aio_channel
+from rtd_core.config import ServingConfig
+from rtd_core.security import serving_aio_channel
 from serving.predict_calls import (
     CHANNEL_OPTIONS,
     REASONS,

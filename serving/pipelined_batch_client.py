@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
-from rtd.config import ServingConfig
+from rtd_core.config import ServingConfig
 from serving.predict_calls import (
     CircuitBreaker,
     ModelCallError,

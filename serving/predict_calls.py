@@ -19,7 +19,7 @@ from typing import Literal
 
 import grpc
 
-from rtd.config import ServingConfig
+from rtd_core.config import ServingConfig
 from serving.model_signature import SCORE_OUTPUT
 from serving.predict_relay import CHANNEL_OPTIONS  # noqa: F401 - the clients import it here
 from serving.tf_protos import make_tensor, predict_pb2, tensor_to_floats

@@ -18,7 +18,7 @@ or the TaskManager died).
 
     python -m serving.predict_relay SERVING_CONFIG_JSON [MAX_CONCURRENT_CALLS]
 
-The serving config (rtd/config.py ServingConfig, as JSON: target and TLS file paths, no
+The serving config (rtd_core/config.py ServingConfig, as JSON: target and TLS file paths, no
 secret) gives the channel, so the relay speaks TLS when ``serving.tls.enabled``.
 """
 
@@ -32,8 +32,8 @@ from typing import BinaryIO
 
 import grpc
 
-from rtd.config import ServingConfig
-from rtd.security import serving_channel
+from rtd_core.config import ServingConfig
+from rtd_core.security import serving_channel
 
 REQUEST_HEADER = struct.Struct(">QdBI")
 ANSWER_HEADER = struct.Struct(">QBI")

@@ -75,8 +75,8 @@ def _register_bare_tensorflow_package() -> None:
 _register_bare_tensorflow_package()
 
 # The imports below must follow the registration above.
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,

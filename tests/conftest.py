@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rtd.config import RtdConfig, load_config
+from rtd_core.config import RtdConfig, load_config
 
 # The test stack runs beside a developer's demo stack: own folder, own ports.
 # RTD_TEST_PORT_OFFSET shifts every port (and the folder), so two checkouts can run
@@ -50,7 +50,7 @@ def local_stack() -> Iterator[RtdConfig]:
 
     Started for the session if it is not running, and then stopped after, unless
     RTD_KEEP_TEST_STACK=1. A stack that was already running is left running."""
-    from rtd.stack.local_stack import LocalStack
+    from stack.local_stack import LocalStack
 
     config = stack_config_for("base")
     stack = LocalStack(config)

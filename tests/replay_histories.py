@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import zlib
 
-from rtd.replay.local_engine import SourceRecord
+from replay.local_engine import SourceRecord
 from tests.builders import HOUR, MIN, SEC, T0, encode, txn
 
 PARTITIONS = 4

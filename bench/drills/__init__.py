@@ -28,7 +28,7 @@ Markdown and a chart of throughput and latency (and TaskManager memory) over the
 - ``rescale``: stop with a savepoint under load, resume at parallelism 2 on two
   TaskManagers, then stop and resume at 1 again. Every on-time decision's features are
   judged against the independent reference (bench/reference_features.py).
-- ``hostile-input``: 100,000 fuzzed and hostile payloads (rtd/simulator/hostile.py)
+- ``hostile-input``: 100,000 fuzzed and hostile payloads (simulator/hostile.py)
   beside the valid load: no restart, and each one ends as exactly one decision or one
   dead letter (matched by the dead letter's partition and offset).
 - ``soak``: an hour of steady load; TaskManager memory must level off and p99 stay

@@ -17,11 +17,11 @@ from confluent_kafka import TopicPartition
 
 from bench.flink_metrics import FlinkSampler, FlinkSamples
 from bench.stats import latency_summary
-from rtd.config import RtdConfig
-from rtd.simulator.producer import DeliveryFailedError, run_simulation
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.processes import wait_until
-from rtd.topic_reader import consumer
+from rtd_core.config import RtdConfig
+from rtd_core.topic_reader import consumer
+from simulator.producer import DeliveryFailedError, run_simulation
+from stack.flink_cluster import FlinkCluster
+from stack.processes import wait_until
 
 # docs/BENCHMARKS.md, run c4b2be: the most decisions/s the job sustained on this machine.
 MEASURED_PEAK_PER_S = 1_100.0

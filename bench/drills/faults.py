@@ -15,14 +15,14 @@ from typing import Any
 from confluent_kafka import Producer
 
 from bench.drills.core import DrillContext, now_ms, taskmanagers_of, tm_pid_running, wait_running
-from rtd.job_submission import submit
-from rtd.simulator.hostile import fuzzed_payloads
-from rtd.simulator.producer import producer_settings
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.stack.model_server import ModelServer
-from rtd.stack.processes import pid_alive, port_open, wait_until
 from serving.drills import DRILL_FILE_NAME, write_drill_file
 from serving.drills import DrillSettings as ServerDrill
+from simulator.hostile import fuzzed_payloads
+from simulator.producer import producer_settings
+from stack.job_submission import submit
+from stack.kafka_broker import KafkaBroker
+from stack.model_server import ModelServer
+from stack.processes import pid_alive, port_open, wait_until
 
 
 def kill_taskmanagers(ctx: DrillContext) -> None:
@@ -131,7 +131,7 @@ def rescale(ctx: DrillContext) -> None:
 
 
 def hostile_input(ctx: DrillContext) -> None:
-    """``hostile_count`` fuzzed and hostile payloads (rtd/simulator/hostile.py), produced
+    """``hostile_count`` fuzzed and hostile payloads (simulator/hostile.py), produced
     beside the steady load. Each one's partition and offset are kept: dead letters name
     them, so every payload can be matched to what the job made of it."""
     s, config = ctx.settings, ctx.config

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.drills.runner import DrillResult
-from rtd.config import PROJECT_ROOT
+from rtd_core.config import PROJECT_ROOT
 
 RELIABILITY_DOC = PROJECT_ROOT / "docs" / "RELIABILITY.md"
 

@@ -25,11 +25,11 @@ from bench.drills.core import (
 from bench.drills.judges import Outputs
 from bench.soak import MemorySampler
 from bench.stats import latency_summary
-from rtd.config import RtdConfig
-from rtd.job_submission import submit
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.topic_reader import iter_all
+from rtd_core.config import RtdConfig
+from rtd_core.topic_reader import iter_all
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
+from stack.kafka_broker import KafkaBroker
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from feature_views.definitions import ALL_VIEWS
 from feature_views.window_state import ViewComputer
 from operators.failures import dead_letter_row, error_text
 from operators.scored_records import DETAIL_LIMIT, model_request
-from rtd.config import RtdConfig
+from rtd_core.config import RtdConfig
 from serving.model_signature import model_inputs
 from serving.predict_calls import ModelCallError
 

@@ -52,8 +52,8 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from bench.peers.batch_decisions import BatchDecider, InputRecord, Output
 from bench.peers.entity_store import EntityStore, Progress
 from decisioning.rules import load_rules
-from rtd.config import RtdConfig, load_config
-from rtd.security import kafka_client_properties, serving_channel
+from rtd_core.config import RtdConfig, load_config
+from rtd_core.security import kafka_client_properties, serving_channel
 from serving.model_signature import MODEL_INPUT_NAMES
 from serving.predict_calls import (
     CHANNEL_OPTIONS,

@@ -18,8 +18,8 @@ import grpc
 
 from decisioning.decision import ModelResult, decide
 from decisioning.rules import RuleSet, evaluate_rules
-from rtd.config import RtdConfig, ServingConfig
-from rtd.security import serving_channel
+from rtd_core.config import RtdConfig, ServingConfig
+from rtd_core.security import serving_channel
 from serving.model_signature import SCORE_OUTPUT, model_inputs
 from serving.tf_protos import (
     make_tensor,

@@ -26,10 +26,10 @@ from pathlib import Path
 import orjson
 
 from bench.fresh_run import fresh_run_config
-from rtd.config import PROJECT_ROOT
-from rtd.simulator.producer import run_simulation
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.topic_reader import read_all
+from rtd_core.config import PROJECT_ROOT
+from rtd_core.topic_reader import read_all
+from simulator.producer import run_simulation
+from stack.kafka_broker import KafkaBroker
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ from decisioning.rules import load_rules
 from decisioning.transaction import Rejection, validate
 from feature_views.definitions import ALL_VIEWS
 from feature_views.window_state import State, ViewComputer, empty_state
-from rtd.config import load_config
-from rtd.security import kafka_client_properties
+from rtd_core.config import load_config
+from rtd_core.security import kafka_client_properties
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,8 +52,8 @@ from bench.peers.common import SyncModelClient, decision_json
 from decisioning.rules import load_rules
 from decisioning.transaction import Rejection, validate
 from feature_views.model import DAY_MS, HOUR_MS, MINUTE_MS
-from rtd.config import RtdConfig, load_config
-from rtd.security import kafka_client_properties
+from rtd_core.config import RtdConfig, load_config
+from rtd_core.security import kafka_client_properties
 
 GRACE_MS = 15 * MINUTE_MS
 LAST_SEEN_LOOKBACK_MS = 30 * DAY_MS

@@ -1,7 +1,7 @@
 """Helpers for the job-level model drills: a model server of the test's own, a running
 job pointed at it, events produced by hand, and their decisions and traces read back.
 
-Each drill test starts its own model server (``rtd.stack.model_server.ModelServer``) on a
+Each drill test starts its own model server (``stack.model_server.ModelServer``) on a
 free port over its own copy of the test stack's model, so slowing, killing or republishing
 it disturbs no other test and no other engineer's job on the shared test stack.
 """
@@ -23,18 +23,18 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from rtd.config import RtdConfig, load_config
-from rtd.job_submission import submit
-from rtd.simulator.producer import producer_settings
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.stack.model_server import ModelServer
-from rtd.stack.processes import port_open
-from rtd.topic_reader import read_all
+from rtd_core.config import RtdConfig, load_config
+from rtd_core.topic_reader import read_all
 from serving.batching_client import BatchingPredictClient, ModelCallError
 from serving.drills import DrillSettings, write_drill_file
 from serving.model_signature import MODEL_INPUT_NAMES
 from serving.model_store import list_versions
+from simulator.producer import producer_settings
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
+from stack.kafka_broker import KafkaBroker
+from stack.model_server import ModelServer
+from stack.processes import port_open
 from tests.builders import encode
 from tests.conftest import stack_config_for
 

@@ -11,13 +11,13 @@ import threading
 
 import pytest
 
-from rtd.audit.archive import sql
-from rtd.audit.service import archive_path
-from rtd.job_submission import submit
-from rtd.simulator.producer import run_simulation
-from rtd.stack.audit_service import AuditServiceProcess
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.topic_reader import read_all
+from audit.archive import sql
+from audit.service import archive_path
+from rtd_core.topic_reader import read_all
+from simulator.producer import run_simulation
+from stack.audit_service import AuditServiceProcess
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
 from tests.integration.test_audit_service import audit_config, rtd, store_counts, wait_for
 
 pytestmark = pytest.mark.integration

@@ -19,16 +19,16 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from audit.archive import sql
+from audit.completeness import read_report
+from audit.service import archive_path, index_path
+from audit.store import AuditStore
 from bench.audit_traces import decision_and_trace
 from decisioning.trace import trace_event
-from rtd.audit.archive import sql
-from rtd.audit.completeness import read_report
-from rtd.audit.service import archive_path, index_path
-from rtd.audit.store import AuditStore
-from rtd.config import RtdConfig
-from rtd.stack.audit_service import AuditServiceProcess
-from rtd.stack.jars import ensure_jars
-from rtd.stack.kafka_broker import KafkaBroker
+from rtd_core.config import RtdConfig
+from stack.audit_service import AuditServiceProcess
+from stack.jars import ensure_jars
+from stack.kafka_broker import KafkaBroker
 from tests.conftest import stack_config_for
 
 pytestmark = pytest.mark.integration

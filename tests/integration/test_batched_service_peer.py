@@ -23,12 +23,12 @@ import pytest
 from bench.reference_features import card_features
 from decisioning.trace import feature_entries, is_complete, trace_event
 from feature_views.definitions import FEATURE_NAMES
-from rtd.config import PROJECT_ROOT, RtdConfig
-from rtd.simulator.producer import run_simulation
-from rtd.stack.jars import ensure_jars
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.stack.model_server import ModelServer
-from rtd.topic_reader import read_all
+from rtd_core.config import PROJECT_ROOT, RtdConfig
+from rtd_core.topic_reader import read_all
+from simulator.producer import run_simulation
+from stack.jars import ensure_jars
+from stack.kafka_broker import KafkaBroker
+from stack.model_server import ModelServer
 from tests.conftest import stack_config_for
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,12 @@ import pytest
 import requests
 
 from feature_views.definitions import FEATURE_NAMES
-from rtd.config import PROJECT_ROOT
-from rtd.job_submission import submit
-from rtd.simulator.producer import run_simulation
-from rtd.stack.audit_service import AuditServiceProcess
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.topic_reader import read_all
+from rtd_core.config import PROJECT_ROOT
+from rtd_core.topic_reader import read_all
+from simulator.producer import run_simulation
+from stack.audit_service import AuditServiceProcess
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
 from tests.integration.test_audit_service import audit_config, store_counts, wait_for
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import math
 import pytest
 
 from bench.drills import DrillSettings, run_drill
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.kafka_broker import KafkaBroker
+from stack.flink_cluster import FlinkCluster
+from stack.kafka_broker import KafkaBroker
 from tests.conftest import stack_config_for
 
 pytestmark = pytest.mark.integration

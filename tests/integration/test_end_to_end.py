@@ -25,11 +25,11 @@ from decisioning.trace import (
     trace_rules,
 )
 from feature_views.definitions import FEATURE_NAMES
-from rtd.job_submission import submit
-from rtd.simulator.producer import run_simulation
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.kafka_broker import KafkaBroker
-from rtd.topic_reader import read_all
+from rtd_core.topic_reader import read_all
+from simulator.producer import run_simulation
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
+from stack.kafka_broker import KafkaBroker
 from tests.conftest import stack_config_for
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,7 @@ import pytest
 from bench.reference_features import DAY, all_features
 from decisioning.trace import feature_values, trace_event, trace_timings
 from operators.keyed_features import shard_of
-from rtd.stack.flink_cluster import FlinkCluster
+from stack.flink_cluster import FlinkCluster
 from tests.builders import HOUR, MIN, SEC, txn
 from tests.integration.model_drills import produce, running_job, wait_decided
 
@@ -177,7 +177,7 @@ def customer_bounds(trace: dict[str, Any], by_customer: dict[str, list[dict[str,
 
 def kill_taskmanager_when(config: Any, committed_at_least: int, event_ids: list[str]) -> int:
     """Kill -9 the TaskManager once enough is committed; the epoch ms of the restart."""
-    from rtd.topic_reader import read_all
+    from rtd_core.topic_reader import read_all
 
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -19,7 +19,7 @@ import pytest
 
 from bench.reference_features import HOUR, all_features
 from decisioning.trace import feature_values, trace_event
-from rtd.simulator.producer import run_simulation
+from simulator.producer import run_simulation
 from tests.integration.model_drills import running_job, wait_decided
 from tests.integration.test_event_time_on_partitions import (
     CARD_FEATURES,

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from rtd.simulator.hostile import VALID, hostile_payloads
-from rtd.simulator.producer import producer_settings
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.topic_reader import read_all
+from rtd_core.topic_reader import read_all
+from simulator.hostile import VALID, hostile_payloads
+from simulator.producer import producer_settings
+from stack.flink_cluster import FlinkCluster
 from tests.builders import SEC, encode, txn
 from tests.integration.model_drills import running_job, wait_decided
 

@@ -27,9 +27,9 @@ from decisioning.trace import (
     trace_timings,
 )
 from feature_views.definitions import FEATURE_NAMES
-from rtd.config import RtdConfig
-from rtd.simulator.producer import run_simulation
+from rtd_core.config import RtdConfig
 from serving.drills import DrillSettings
+from simulator.producer import run_simulation
 from tests.builders import MIN, SEC, txn
 from tests.integration.model_drills import (
     Decided,

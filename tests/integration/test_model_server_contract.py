@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 import pytest
 
-from rtd.config import ServingConfig
+from rtd_core.config import ServingConfig
 from serving.batching_client import BatchingPredictClient, ModelCallError
 from serving.drills import DrillSettings, write_drill_file
 from serving.model_signature import MODEL_INPUT_NAMES

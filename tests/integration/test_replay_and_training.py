@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from decisioning.trace import trace_event
-from rtd.replay.dataset import read_table
-from rtd.simulator.producer import run_simulation
-from rtd.stack.kafka_broker import KafkaBroker
+from replay.dataset import read_table
 from serving.model_store import list_versions
+from simulator.producer import run_simulation
+from stack.kafka_broker import KafkaBroker
 from tests.builders import txn
 from tests.conftest import stack_config_for
 from tests.integration.model_drills import (

@@ -20,15 +20,15 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from rtd.config import KafkaSecurityConfig
-from rtd.job_submission import submit
-from rtd.security import kafka_client_properties, serving_channel
-from rtd.simulator.producer import run_simulation
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.local_stack import LocalStack
-from rtd.stack.secrets import ensure_secrets, secured
-from rtd.topic_reader import read_all
+from rtd_core.config import KafkaSecurityConfig
+from rtd_core.security import kafka_client_properties, serving_channel
+from rtd_core.topic_reader import read_all
 from serving.tf_protos import get_model_status_pb2, model_service_pb2_grpc
+from simulator.producer import run_simulation
+from stack.flink_cluster import FlinkCluster
+from stack.job_submission import submit
+from stack.local_stack import LocalStack
+from stack.secrets import ensure_secrets, secured
 from tests.conftest import _OFFSET, stack_config_for
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from rtd.config import PROJECT_ROOT
-from rtd.stack.flink_cluster import FlinkCluster
-from rtd.stack.local_stack import LocalStack
+from rtd_core.config import PROJECT_ROOT
+from stack.flink_cluster import FlinkCluster
+from stack.local_stack import LocalStack
 from tests.conftest import _OFFSET, stack_config_for
 
 pytestmark = pytest.mark.integration

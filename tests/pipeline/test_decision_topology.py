@@ -21,7 +21,7 @@ from decisioning.trace import feature_values, is_complete, trace_event, trace_ru
 from feature_views.definitions import FEATURE_NAMES
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.topology import build_topology
-from rtd.config import load_config
+from rtd_core.config import load_config
 from tests.builders import DAY, HOUR, MIN, SEC, T0, encode, txn
 from tests.pipeline.collection_source import collection_source
 

@@ -21,7 +21,7 @@ from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
 from decisioning.transaction import parse_event_time
 from flink_jobs.event_time_sql import event_time_ms_sql, row_time_sql
-from rtd.simulator.generator import format_rfc3339
+from simulator.generator import format_rfc3339
 
 pytestmark = pytest.mark.pipeline
 

@@ -13,7 +13,7 @@ from feature_views.definitions import CARD_FEATURES, CUSTOMER_FEATURES
 from feature_views.model import DAY_MS, Aggregation, Feature
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.topology import build_features, validate_events
-from rtd.config import load_config
+from rtd_core.config import load_config
 from tests.builders import HOUR, T0, encode, txn
 from tests.pipeline.collection_source import collection_source
 

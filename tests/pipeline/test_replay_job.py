@@ -21,16 +21,16 @@ from bench.reference_features import all_features
 from decisioning.rules import load_rules
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from feature_views.model import MINUTE_MS
+from feature_views.rows import row_columns
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.replay_job import DEAD, build_replay, replay_configuration
 from flink_jobs.topology import build_topology
-from rtd.config import load_config
-from rtd.replay.dataset import build_table
-from rtd.replay.labels import labels_as_of
-from rtd.replay.local_engine import LocalReplay
-from rtd.replay.offsets import ResolvedRange
-from rtd.replay.rows import row_columns
-from rtd.replay.verify import DIFFERING, compare, parse_traces
+from replay.dataset import build_table
+from replay.labels import labels_as_of
+from replay.local_engine import LocalReplay
+from replay.offsets import ResolvedRange
+from replay.verify import DIFFERING, compare, parse_traces
+from rtd_core.config import load_config
 from tests.builders import DAY, MIN, SEC, T0, encode, label, txn
 from tests.pipeline.collection_source import collection_source
 from tests.replay_histories import PARTITIONS as SHARED_PARTITIONS

@@ -8,12 +8,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from audit.archive import ArchiveWriter
+from audit.service import archive_path, index_path
+from audit.store import AuditStore, KafkaRecord
 from bench.audit_traces import decision_and_trace
-from rtd.audit.archive import ArchiveWriter
-from rtd.audit.service import archive_path, index_path
-from rtd.audit.store import AuditStore, KafkaRecord
 from rtd.cli import app
-from rtd.config import load_config
+from rtd_core.config import load_config
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rtd.config import RtdConfig
+from rtd_core.config import RtdConfig
 
 pytestmark = pytest.mark.unit
 DOCKER = Path(__file__).resolve().parents[2] / "docker"

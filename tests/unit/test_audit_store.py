@@ -7,11 +7,11 @@ from dataclasses import replace
 import orjson
 import pytest
 
+from audit.archive import ArchiveWriter, archived_files, sql
+from audit.completeness import completeness_report
+from audit.records import TRACE_READERS, UnknownSchemaVersion, read_trace
+from audit.store import HOUR_MS, AuditStore, KafkaRecord
 from bench.audit_traces import T0, decision_and_trace
-from rtd.audit.archive import ArchiveWriter, archived_files, sql
-from rtd.audit.completeness import completeness_report
-from rtd.audit.records import TRACE_READERS, UnknownSchemaVersion, read_trace
-from rtd.audit.store import HOUR_MS, AuditStore, KafkaRecord
 from tests.builders import v1_traces, v2_of_v1
 
 pytestmark = pytest.mark.unit

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from rtd.config import ServingConfig
+from rtd_core.config import ServingConfig
 from serving.batching_client import BatchingPredictClient, ModelCallError, Prediction
 from serving.tf_protos import predict_pb2, prediction_service_pb2_grpc
 from tests.unit.fake_predictions import amounts_of, score_response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import pytest
 
@@ -147,7 +148,7 @@ def test_a_steady_but_huge_backlog_does_not_keep_up():
 def test_step_rates_grow_geometrically():
     rates = step_rates(PRESETS["short"])
     assert rates[0] == PRESETS["short"].step_start_rate
-    assert all(b > a for a, b in zip(rates, rates[1:], strict=False))
+    assert all(b > a for a, b in pairwise(rates))
 
 
 # -- report -----------------------------------------------------------------------------

@@ -9,14 +9,14 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from audit.completeness import completeness_report
+from audit.console import create_app
+from audit.health import MINUTE_MS, HealthMonitor, Label
+from audit.metrics import HealthMetrics
+from audit.records import read_trace
+from audit.store import AuditStore, KafkaRecord
 from bench.audit_traces import T0, decision_and_trace
-from rtd.audit.completeness import completeness_report
-from rtd.audit.console import create_app
-from rtd.audit.health import MINUTE_MS, HealthMonitor, Label
-from rtd.audit.metrics import HealthMetrics
-from rtd.audit.records import read_trace
-from rtd.audit.store import AuditStore, KafkaRecord
-from rtd.config import RtdConfig
+from rtd_core.config import RtdConfig
 
 pytestmark = pytest.mark.unit
 TRACES, DECISIONS = "decision-traces", "decisions"
@@ -142,7 +142,7 @@ def test_metrics_endpoint_exports_the_health(console):
 def test_the_terminal_accuracy_table_shows_every_group(console):
     from rich.console import Console
 
-    from rtd.audit.cli import accuracy_table
+    from rtd.audit_cli import accuracy_table
 
     client, _ = console
     body = client.get("/api/health").json()["accuracy"]["windows"]["60"]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rtd.config import PROJECT_ROOT, RtdConfig
-from rtd.stack.flink_cluster import JOB_PACKAGES
+from rtd_core.config import PROJECT_ROOT, RtdConfig
+from stack.flink_cluster import JOB_PACKAGES
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +89,7 @@ def test_topics_created_are_the_contracts() -> None:
 
 
 def test_flink_recovery_settings_match_the_local_stack() -> None:
-    from rtd.stack.flink_cluster import FlinkCluster
+    from stack.flink_cluster import FlinkCluster
 
     properties = compose()["x-flink-common"]["environment"]["FLINK_PROPERTIES"]
     prod = dict(line.split(": ", 1) for line in properties.splitlines()
@@ -119,7 +119,7 @@ def test_monitoring_scrapes_the_audit_service_and_flinks_reporter() -> None:
 
 
 def test_the_grafana_dashboard_queries_metrics_that_exist() -> None:
-    from rtd.audit.metrics import HealthMetrics
+    from audit.metrics import HealthMetrics
 
     ours = {m.name for m in HealthMetrics().registry.collect()}
     dashboard = json.loads((DOCKER / "grafana" / "rtd-health.json").read_text())

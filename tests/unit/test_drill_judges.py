@@ -1,5 +1,5 @@
 """The drills' own judgements (bench/drills/judges.py, bench/reference_features.py) and
-the hostile-input drill's payloads (rtd/simulator/hostile.py), on hand-made outputs: each
+the hostile-input drill's payloads (simulator/hostile.py), on hand-made outputs: each
 check must fail on the fault it is there to catch."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from bench.drills.core import DrillSettings
 from bench.drills.judges import Outputs, _slope_per_min, hostile_input
 from bench.reference_features import all_features, judge_rows
-from rtd.simulator.hostile import VALID, fuzzed_payloads
+from simulator.hostile import VALID, fuzzed_payloads
 from tests.builders import SEC, T0, txn
 
 pytestmark = pytest.mark.unit

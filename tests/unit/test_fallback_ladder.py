@@ -202,7 +202,7 @@ def test_explain_says_which_last_score_decided() -> None:
 def test_by_default_a_failed_call_is_decided_by_the_rules_alone(reason: str) -> None:
     """The shared contract: "On fallback the rules alone decide". The last-score rung is
     opt-in, so the default config gives RULES_ONLY with the cause, no score, no version."""
-    from rtd.config import RtdConfig
+    from rtd_core.config import RtdConfig
 
     ladder = FallbackLadder(RtdConfig().serving.last_score_max_age_ms)
     assert not ladder.enabled

@@ -1,4 +1,4 @@
-"""Health computations against numbers worked out by hand (rtd/audit/health.py)."""
+"""Health computations against numbers worked out by hand (audit/health.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.audit_traces import decision_and_trace
-from model_training.score_distribution import ScoreDistribution, from_scores, psi
-from rtd.audit.health import (
+from audit.health import (
     MINUTE_MS,
     HealthMonitor,
     Label,
@@ -21,8 +19,10 @@ from rtd.audit.health import (
     percentile,
     read_label,
 )
-from rtd.audit.records import DecisionRef, read_trace
-from rtd.config import AuditConfig, ThresholdsConfig
+from audit.records import DecisionRef, read_trace
+from bench.audit_traces import decision_and_trace
+from model_training.score_distribution import ScoreDistribution, from_scores, psi
+from rtd_core.config import AuditConfig, ThresholdsConfig
 
 pytestmark = pytest.mark.unit
 T = ThresholdsConfig()  # the contract's: decline 0.90, review 0.60
@@ -163,7 +163,7 @@ def test_history_is_pruned_and_bad_labels_raise_value_error():
 
 
 def test_a_minute_keeps_a_bounded_uniform_sample(monkeypatch):
-    from rtd.audit import health
+    from audit import health
 
     monkeypatch.setattr(health, "SAMPLE_CAP", 1_000)
     sample = health.Sample()
@@ -179,7 +179,7 @@ def test_a_minute_keeps_a_bounded_uniform_sample(monkeypatch):
 
 
 def test_score_bins_keep_the_order_of_small_scores():
-    from rtd.audit.health import SCORE_BINS, score_bin
+    from audit.health import SCORE_BINS, score_bin
 
     scores = [0.0, 1e-10, 2e-8, 3e-8, 1.5e-5, 1.6e-5, 9.99e-4, 1e-3, 0.5, 0.999, 1.0]
     bins = [score_bin(x) for x in scores]

@@ -1,6 +1,6 @@
 """Validation never raises: every input is exactly one valid event or one rejection.
 
-A corpus of hostile payloads (rtd/simulator/hostile.py) with the outcome the contract
+A corpus of hostile payloads (simulator/hostile.py) with the outcome the contract
 expects of each, plus hypothesis-generated JSON documents and byte strings. A valid
 event must also survive what the job does with it next (pickling between operators,
 orjson for the trace), since a failure there would be the same poison pill later.
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from decisioning.transaction import EVENT_FIELDS, Reason, Rejection, validate
-from rtd.simulator.hostile import VALID, hostile_payloads
+from simulator.hostile import VALID, hostile_payloads
 from tests.builders import T0, encode, txn
 
 pytestmark = pytest.mark.unit

@@ -10,10 +10,10 @@ import pytest
 
 from bench.reference_features import all_features
 from feature_views.definitions import ALL_VIEWS, FEATURE_NAMES
-from rtd.config import load_config
-from rtd.replay.local_engine import LocalReplay, PartitionWatermarks, SourceRecord, run_local
-from rtd.replay.offsets import ResolvedRange
-from rtd.replay.rows import row_columns
+from feature_views.rows import row_columns
+from replay.local_engine import LocalReplay, PartitionWatermarks, SourceRecord, run_local
+from replay.offsets import ResolvedRange
+from rtd_core.config import load_config
 from tests.builders import HOUR, SEC, T0, encode, txn
 from tests.replay_histories import PARTITIONS, delivery, history, partition_of
 

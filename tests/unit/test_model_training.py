@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from feature_views.definitions import ALL_VIEWS, FEATURE_NAMES
+from feature_views.rows import row_values, view_definitions
 from model_training.bootstrap import simulate_feature_rows
 from model_training.dataset import load_labelled, time_split
 from model_training.metrics import (
@@ -23,9 +24,8 @@ from model_training.metrics import (
     score,
 )
 from model_training.train import better
-from rtd.replay.dataset import build_table, write_dataset
-from rtd.replay.labels import Label
-from rtd.replay.rows import row_values, view_definitions
+from replay.dataset import build_table, write_dataset
+from replay.labels import Label
 from serving.model_signature import CHANNELS, MODEL_INPUT_NAMES
 from serving.model_store import list_versions
 from tests.builders import SEC, T0

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from rtd.config import ServingConfig
+from rtd_core.config import ServingConfig
 from serving.pipelined_batch_client import Finished, PipelinedBatchClient
 from tests.unit.fake_predictions import SERVER_THREADS, fake_server, socket_port
 

@@ -7,22 +7,22 @@ import json
 import pytest
 
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
-from rtd.replay.dataset import (
+from feature_views.rows import METADATA_KEY, row_columns, row_values, utc_date, view_definitions
+from replay.dataset import (
     build_table,
     read_manifest,
     read_table,
     views_from_manifest,
     write_dataset,
 )
-from rtd.replay.labels import Label, labels_as_of
-from rtd.replay.offsets import (
+from replay.labels import Label, labels_as_of
+from replay.offsets import (
     ReplayRange,
     ResolvedRange,
     default_warmup_ms,
     parse_offsets,
     resolve_offsets,
 )
-from rtd.replay.rows import METADATA_KEY, row_columns, row_values, utc_date, view_definitions
 from tests.builders import DAY, HOUR, MIN, T0, label, txn
 
 pytestmark = pytest.mark.unit

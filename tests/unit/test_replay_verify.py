@@ -10,7 +10,7 @@ from bench.reference_features import all_features
 from decisioning.trace import TRACE_SCHEMA_VERSION, view_blocks
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES
 from feature_views.model import HOUR_MS
-from rtd.replay.verify import (
+from replay.verify import (
     DIFFERING,
     LATE,
     ORDER_DEPENDENT,

@@ -14,14 +14,14 @@ from cryptography import x509
 from pydantic import ValidationError
 
 from flink_jobs.kafka_tables import sink_ddl, source_ddl
-from rtd.config import PROJECT_ROOT, load_config
-from rtd.security import (
+from rtd_core.config import PROJECT_ROOT, load_config
+from rtd_core.security import (
     SecretError,
     kafka_client_properties,
     kafka_java_properties,
     serving_channel,
 )
-from rtd.stack.secrets import ensure_secrets, secured
+from stack.secrets import ensure_secrets, secured
 
 pytestmark = pytest.mark.unit
 

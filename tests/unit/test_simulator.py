@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtd.config import load_config
-from rtd.simulator import (
+from rtd_core.config import load_config
+from simulator import (
     LABEL,
     MALFORMED,
     MAX_EVENT_BYTES,
@@ -31,7 +31,7 @@ from rtd.simulator import (
     generate,
     make_malformed,
 )
-from rtd.simulator.population import CATEGORIES, COUNTRIES
+from simulator.population import CATEGORIES, COUNTRIES
 from tests.builders import HOUR, MIN, SEC, T0, encode, txn
 
 pytestmark = pytest.mark.unit
@@ -418,8 +418,8 @@ def test_builders_make_contract_events() -> None:
 def test_start_time_parsing_and_broker_check_need_no_broker() -> None:
     from confluent_kafka import Producer
 
-    from rtd.simulator.cli import parse_start_time
-    from rtd.simulator.producer import BrokerUnavailableError, check_broker, producer_settings
+    from rtd.simulator_cli import parse_start_time
+    from simulator.producer import BrokerUnavailableError, check_broker, producer_settings
 
     assert parse_start_time(str(T0)) == T0
     assert parse_start_time("2023-11-14T22:13:20Z") == T0

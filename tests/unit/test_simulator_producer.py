@@ -1,4 +1,4 @@
-"""The simulator's producer loop (rtd.simulator.producer), on a fake producer: every
+"""The simulator's producer loop (simulator.producer), on a fake producer: every
 record reaches its topic, pacing, Ctrl-C and delivery failures, with no broker."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from rtd.config import RtdConfig
-from rtd.simulator import LABEL, SimRecord
+from rtd_core.config import RtdConfig
+from simulator import LABEL, SimRecord
 from tests.builders import T0
 
 pytestmark = pytest.mark.unit
@@ -56,7 +56,7 @@ class FakeProducer:
 
 @pytest.fixture
 def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
-    from rtd.simulator import producer
+    from simulator import producer
 
     class Fresh(FakeProducer):
         pass
@@ -66,7 +66,7 @@ def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
 
 
 def _run(**kwargs: Any) -> Any:
-    from rtd.simulator.producer import run_simulation
+    from simulator.producer import run_simulation
 
     args: dict[str, Any] = {"count": 2_000, "rate": None, "seed": 1, "start_time_ms": T0}
     # Built-in defaults, not load_config(): an RTD_CONFIG in the environment must not
@@ -114,7 +114,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(fake_producer: type[FakeProducer]) 
 
 
 def test_delivery_failures_are_raised_with_the_summary(fake_producer: type[FakeProducer]) -> None:
-    from rtd.simulator.producer import DeliveryFailedError
+    from simulator.producer import DeliveryFailedError
 
     fake_producer.fail_every = 100
     with pytest.raises(DeliveryFailedError, match="not delivered") as caught:
