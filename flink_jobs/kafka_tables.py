@@ -132,7 +132,8 @@ CREATE TEMPORARY TABLE {table} (
   'value.format' = 'raw',
   'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = 'exactly-once',
-  'sink.transactional-id-prefix' = '{_quote(txn_prefix)}'
+  'sink.transactional-id-prefix' = '{_quote(txn_prefix)}',
+  'sink.transaction-naming-strategy' = '{kafka.transaction_naming.upper()}'
 )"""
 
 

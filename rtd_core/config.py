@@ -58,6 +58,13 @@ class KafkaConfig(_Frozen):
     consumer_group: str = "rtd-decision-job"
     # Must stay below the broker's transaction.max.timeout.ms (the stack sets 1 h).
     transaction_timeout_ms: int = 900_000
+    # How the exactly-once sinks name their transactions (the connector's
+    # sink.transaction-naming-strategy). "pooling" reuses a fixed pool of transactional
+    # ids and, on recovery, finds lingering transactions with one ListTransactions call
+    # (Kafka 3.0+). "incrementing" (the connector's default) takes a new id per checkpoint,
+    # so at 2 checkpoints/s the broker keeps ~170,000 new ids a day per sink subtask until
+    # transactional.id.expiration.ms, and recovery probes ids one by one.
+    transaction_naming: Literal["pooling", "incrementing"] = "pooling"
     # Compression of the job's output records (decisions, traces, dead letters). Traces
     # are ~5 KB of repetitive JSON; consumers decompress transparently.
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
