@@ -5,7 +5,7 @@ into a plain tuple with ``row_values``; the client adds the point-in-time label 
 writes Parquet with ``arrow_schema``. Column names come from the feature views, so a
 feature added by declaration shows up here without a code change.
 
-Why a tuple and not the record dict: the record carries the raw payload, timings and
+Why a tuple and not the job's record: the record carries the raw payload, timings and
 nested dicts the row does not need; a tuple of scalars pickles to a fraction of the
 bytes that cross from the Flink job back to the client.
 """
@@ -70,16 +70,16 @@ def row_columns(views: Sequence[FeatureView]) -> list[str]:
             + feature_columns(views) + as_of_columns(views) + watermark_columns(views))
 
 
-def row_values(record: Mapping[str, Any], views: Sequence[FeatureView]) -> tuple[Any, ...]:
+def row_values(event: Mapping[str, Any], source: Mapping[str, Any],
+               features: Mapping[str, float], as_of: Mapping[str, Mapping[str, Any]],
+               late: bool, views: Sequence[FeatureView]) -> tuple[Any, ...]:
     """One replayed event as a tuple in ``row_columns`` order.
 
     Each feature is paired with the event time its view computed it as of, so a reader
     can check point-in-time correctness per feature without trusting the job.
     """
-    event, source = record["event"], record["source"]
-    features, as_of = record["features"], record["as_of"]
     values: list[Any] = [event.get(name) for name, _ in EVENT_COLUMNS]
-    values += [bool(record["late"]), source["partition"], source["offset"],
+    values += [bool(late), source["partition"], source["offset"],
                source.get("kafka_timestamp")]
     values += [float(features[name]) for name in feature_columns(views)]
     for view in views:

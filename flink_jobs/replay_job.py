@@ -44,6 +44,7 @@ from flink_jobs.embedded_python import embedded_python_path
 from flink_jobs.kafka_tables import source_ddl, source_stream
 from flink_jobs.topology import build_features, validate_events
 from operators.failures import has_failed
+from operators.records import JobRecord
 from rtd_core.config import RtdConfig
 
 ROW = "row"
@@ -59,13 +60,14 @@ class ReplayRows(FlatMapFunction):
         self.views = tuple(views)
         self.rows_from = dict(rows_from)
 
-    def flat_map(self, value: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-        source = value["source"]
+    def flat_map(self, value: JobRecord) -> Iterator[tuple[str, Any]]:
+        source = value.source
         if source["offset"] >= self.rows_from.get(source["partition"], 0):
             if has_failed(value):  # the live job dead-letters it as internal_error
                 yield DEAD, Reason.INTERNAL_ERROR
             else:
-                yield ROW, row_values(value, self.views)
+                yield ROW, row_values(value.event, value.source, value.features, value.as_of,
+                                      value.late, self.views)
 
 
 class DeadLetterMarks(FlatMapFunction):

@@ -77,7 +77,7 @@ def by_customer_shard(validated: DataStream, config: RtdConfig,
                       views: tuple[FeatureView, FeatureView]) -> Any:
     customer_key = views[1].entity_key
     shards = config.job.state_shards
-    return validated.key_by(lambda r: shard_of(r["event"][customer_key], shards),
+    return validated.key_by(lambda r: shard_of(r.event[customer_key], shards),
                             key_type=Types.INT())
 
 
@@ -136,7 +136,7 @@ def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Output
     if last_score_rung:
         # The card's last live score is state per card: keyed by the card's shard.
         shards = config.job.state_shards
-        scored = scored.key_by(lambda r: shard_of(r["event"]["card_id"], shards),
+        scored = scored.key_by(lambda r: shard_of(r.event["card_id"], shards),
                                key_type=Types.INT()) \
             .process(FallbackLadderFunction(config.serving.last_score_max_age_ms,
                                             config.job.allowed_lateness_ms),

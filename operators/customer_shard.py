@@ -49,6 +49,7 @@ from operators.decide import Decider
 from operators.failures import has_failed, mark_failed
 from operators.fallback_ladder import LadderMetrics
 from operators.keyed_features import ShardFeatures
+from operators.records import JobRecord
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
 from rtd_core.config import ServingConfig
@@ -67,7 +68,7 @@ END_OF_INPUT = 2**63 - 1
 class _Shard:
     """One shard's records out for scoring, and its answers not yet emitted."""
 
-    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> record
+    records: dict[int, JobRecord] = field(default_factory=dict)  # seq -> record
     ready: list[Finished] = field(default_factory=list)
     timer_at: int | None = None  # the processing-time timer set for this shard
 
@@ -109,7 +110,7 @@ class CustomerShardFunction(KeyedProcessFunction):
             self._client.close()
             self._client = None
 
-    def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
+    def process_element(self, value: JobRecord, ctx: KeyedProcessFunction.Context
                         ) -> Iterator[Any]:
         shard = ctx.get_current_key()
         self._elements += 1
@@ -128,13 +129,13 @@ class CustomerShardFunction(KeyedProcessFunction):
             yield from self._out(value)
         else:
             try:
-                inputs = model_inputs(value["event"], value["features"])
+                inputs = model_inputs(value.event, value.features)
             except Exception as exc:  # noqa: BLE001 - a bad record must not stop decisions
-                value["model_request"] = model_request(self.scoring, {})  # type: ignore[arg-type]
+                value.model_request = model_request(self.scoring, {})  # type: ignore[arg-type]
                 self._metrics.row_fell_back("error")
                 yield from self._out(fell_back(value, "error", f"{type(exc).__name__}: {exc}"))
             else:
-                value["model_request"] = model_request(self.scoring, inputs)  # type: ignore[arg-type]
+                value.model_request = model_request(self.scoring, inputs)  # type: ignore[arg-type]
                 seq = self._next_seq
                 self._next_seq += 1
                 state.records[seq] = value
@@ -182,7 +183,9 @@ class CustomerShardFunction(KeyedProcessFunction):
         for seq, record in sorted(self._pending.items()):
             state.records[seq] = record
             self._next_seq = max(self._next_seq, seq + 1)
-            self._route(client.add((shard, seq), record["model_request"]["inputs"]))
+            request = record.model_request
+            assert request is not None, "a record is pending only once its request is built"
+            self._route(client.add((shard, seq), request["inputs"]))
         ctx.timer_service().register_event_time_timer(END_OF_INPUT)
         return state
 
@@ -209,12 +212,12 @@ class CustomerShardFunction(KeyedProcessFunction):
                 value = fell_back(value, reason, detail)
             yield from self._out(value)
 
-    def _out(self, value: dict[str, Any]) -> Iterator[Any]:
+    def _out(self, value: JobRecord) -> Iterator[Any]:
         if self.decider is None:
             yield value
             return
         if not has_failed(value):
-            self._ladder_metrics.without_ladder(value["model"])
+            self._ladder_metrics.without_ladder(value.model)
         yield from self.decider.outputs(value)
 
     def _arm(self, state: _Shard, ctx: Any) -> None:

@@ -22,6 +22,7 @@ from feature_views.model import FeatureView
 from operators.clock import now_ms
 from operators.failures import has_failed, internal_error_row, mark_failed
 from operators.fallback_ladder import LadderMetrics
+from operators.records import JobRecord
 from operators.validation import KEY_VALUE_ROW
 from rtd_core.config import ThresholdsConfig
 
@@ -55,7 +56,7 @@ class Decider:
             for p in ("MODEL", "RULES_ONLY")
         }
 
-    def outputs(self, value: dict[str, Any]) -> Iterator[Any]:
+    def outputs(self, value: JobRecord) -> Iterator[Any]:
         """The decision and its trace, or the record's dead letter."""
         if not has_failed(value):
             try:
@@ -70,15 +71,15 @@ class Decider:
                 return
         yield INTERNAL_ERROR_TAG, internal_error_row(value, now_ms())
 
-    def _decide(self, value: dict[str, Any]) -> tuple[dict[str, Any], bytes, bytes]:
+    def _decide(self, value: JobRecord) -> tuple[dict[str, Any], bytes, bytes]:
         """The decision, and it and its trace serialised: all are built before either
         leaves, so a failure leaves neither."""
-        event = value["event"]
-        features = value["features"]
-        model = value["model"]
+        event = value.event
+        features = value.features
+        model = value.model
         rule_results = evaluate_rules(self.rules, event, features)
         decided_at = now_ms()
-        timings = value["timings"]
+        timings = value.timings
         timings["decided"] = decided_at
         decision = decide(
             event,
@@ -86,19 +87,19 @@ class Decider:
             model,
             decline_at=self.thresholds.decline,
             review_at=self.thresholds.review,
-            late=value["late"],
+            late=value.late,
             decided_at=decided_at,
         )
         trace = build_trace(
             decision=decision,
-            source=value["source"],
+            source=value.source,
             event=event,
             views=self.views,
             features=features,
-            as_of=value["as_of"],
+            as_of=value.as_of,
             rule_results=rule_results,
             rules_version=self.rules.version,
-            model_request=value["model_request"],
+            model_request=value.model_request,
             model=model,
             thresholds={"decline": self.thresholds.decline, "review": self.thresholds.review},
             timings=timings,
@@ -119,8 +120,8 @@ class DecideAndTrace(ProcessFunction):
         self.decider.open(runtime_context)
         self._ladder = LadderMetrics(runtime_context) if self.count_ladder else None
 
-    def process_element(self, value: dict[str, Any], ctx: ProcessFunction.Context
+    def process_element(self, value: JobRecord, ctx: ProcessFunction.Context
                         ) -> Iterator[Any]:
         if self._ladder is not None and not has_failed(value):
-            self._ladder.without_ladder(value["model"])
+            self._ladder.without_ladder(value.model)
         yield from self.decider.outputs(value)

@@ -19,8 +19,8 @@ import orjson
 from pyflink.common import Row
 
 from decisioning.transaction import Reason, Rejection
+from operators.records import JobRecord
 
-FAILURE = "failure"
 DETAIL_LIMIT = 500
 _log = logging.getLogger(__name__)
 
@@ -32,15 +32,15 @@ def error_text(exc: BaseException) -> str:
         return type(exc).__name__
 
 
-def mark_failed(value: dict[str, Any], stage: str, exc: BaseException) -> dict[str, Any]:
+def mark_failed(value: JobRecord, stage: str, exc: BaseException) -> JobRecord:
     """``value`` marked as failed at ``stage``; logged once, here, with the traceback."""
     _log.warning("record failed at stage %s", stage, exc_info=exc)
-    value[FAILURE] = {"stage": stage, "error": error_text(exc)}
+    value.failure = {"stage": stage, "error": error_text(exc)}
     return value
 
 
-def has_failed(value: dict[str, Any]) -> bool:
-    return FAILURE in value
+def has_failed(value: JobRecord) -> bool:
+    return value.failure is not None
 
 
 def dead_letter_row(rejection: Rejection, source: dict[str, Any], seen_at: int,
@@ -60,7 +60,7 @@ def dead_letter_row(rejection: Rejection, source: dict[str, Any], seen_at: int,
     return Row(source.get("key"), orjson.dumps(doc))
 
 
-def internal_error_row(value: dict[str, Any], seen_at: int) -> Row:
-    failure = value[FAILURE]
+def internal_error_row(value: JobRecord, seen_at: int) -> Row:
+    failure = value.failure or {"stage": "unknown", "error": "no failure recorded"}
     return dead_letter_row(Rejection(Reason.INTERNAL_ERROR, failure["error"]),
-                           value.get("source", {}), seen_at, stage=failure["stage"])
+                           value.source, seen_at, stage=failure["stage"])

@@ -35,6 +35,7 @@ from decisioning.decision import FALLBACK_REASONS, ModelResult
 from decisioning.fallback_ladder import FallbackLadder, Remembered, Step
 from operators.failures import has_failed, mark_failed
 from operators.metric_values import PublishedValue, Throttle
+from operators.records import JobRecord
 from operators.state_ttl import safety_ttl
 
 STATE_NAME = "last-model-score-v1"
@@ -132,8 +133,8 @@ class FallbackLadderFunction(KeyedProcessFunction):
             self._shards[shard] = state
         return state
 
-    def process_element(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context
-                        ) -> Iterator[dict[str, Any]]:
+    def process_element(self, value: JobRecord, ctx: KeyedProcessFunction.Context
+                        ) -> Iterator[JobRecord]:
         if not has_failed(value):
             try:
                 self._apply(value, ctx)
@@ -142,21 +143,22 @@ class FallbackLadderFunction(KeyedProcessFunction):
                 mark_failed(value, STAGE, exc)
         yield value
 
-    def _apply(self, value: dict[str, Any], ctx: KeyedProcessFunction.Context) -> None:
+    def _apply(self, value: JobRecord, ctx: KeyedProcessFunction.Context) -> None:
         ladder = self._ladder
         assert ladder is not None
-        model: ModelResult = value["model"]
+        model = value.model
+        assert model is not None, "the model stage runs before the ladder"
         if not ladder.enabled:
             self._metrics.without_ladder(model)
             return
         self._metrics.live_call(model)
-        event = value["event"]
+        event = value.event
         card = event["card_id"]
         shard = self._shard(ctx.get_current_key())
         outcome = ladder.apply(model, event, shard.cards.get(card))
         self._steps[outcome.step].inc()
         if outcome.step is Step.LAST_SCORE:
-            value["model"] = outcome.model
+            value.model = outcome.model
             self._last_score_rate.mark_event()
         if outcome.remember is not None:
             shard.cards[card] = outcome.remember

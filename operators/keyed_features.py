@@ -27,6 +27,7 @@ from feature_views.model import MINUTE_MS, FeatureView
 from feature_views.window_state import ViewComputer, empty_state
 from operators.clock import now_ms
 from operators.metric_values import PublishedValue, Throttle
+from operators.records import JobRecord
 from operators.shard_watermarks import NO_WATERMARK, PartitionGate, ShardWatermarks
 from operators.state_ttl import safety_ttl
 from operators.working_set import WorkingSet
@@ -113,20 +114,20 @@ class ShardFeatures:
             for v in self._views]
         self._publish = Throttle(1.0)
 
-    def apply(self, value: dict[str, Any], shard: int, ctx: KeyedProcessFunction.Context
+    def apply(self, value: JobRecord, shard: int, ctx: KeyedProcessFunction.Context
               ) -> None:
         """Adds both views' features to ``value`` and folds its event into their state."""
-        event = value["event"]
-        partition = value["source"]["partition"]
+        event = value.event
+        partition = value.source["partition"]
         timers = ctx.timer_service()
         flink = timers.current_watermark() if self._gate.passes(partition) else NO_WATERMARK
         watermark = self._watermarks.watermark(shard, flink)
         t = event["event_time"]
         if watermark != NO_WATERMARK and t < watermark - self.allowed_lateness_ms:
-            value["late"] = True
+            value.late = True
             self._late_counter.inc()
-        features = value["features"]
-        as_of = value["as_of"]
+        features = value.features
+        as_of = value.as_of
         lateness = self.allowed_lateness_ms
         for view in self._views:
             computer = view.computer
@@ -154,7 +155,7 @@ class ShardFeatures:
                 "computed_at": now_ms(),
             }
         self._watermarks.observe(shard, partition, t)
-        timings = value["timings"]
+        timings = value.timings
         timings["card_features"] = timings["customer_features"] = now_ms()
         if self._publish.due():
             self._publish_figures()

@@ -7,6 +7,7 @@ from typing import Any
 
 from decisioning.decision import ModelResult
 from operators.clock import now_ms
+from operators.records import JobRecord
 from rtd_core.config import ServingConfig
 from serving.predict_calls import Prediction
 
@@ -22,20 +23,20 @@ def model_request(serving: ServingConfig, inputs: dict[str, float]) -> dict[str,
     }
 
 
-def scored(value: dict[str, Any], prediction: Prediction) -> dict[str, Any]:
-    value["model"] = ModelResult(
+def scored(value: JobRecord, prediction: Prediction) -> JobRecord:
+    value.model = ModelResult(
         score=prediction.score,
         model_version=prediction.model_version,
         fallback_reason=None,
         latency_ms=prediction.latency_ms,
         batch_size=prediction.batch_size,
     )
-    value["timings"]["scored"] = now_ms()
+    value.timings["scored"] = now_ms()
     return value
 
 
-def fell_back(value: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+def fell_back(value: JobRecord, reason: str, detail: str) -> JobRecord:
     """No live score: the fallback ladder (operators/fallback_ladder.py) decides next."""
-    value["model"] = ModelResult(None, None, reason, detail=detail[:DETAIL_LIMIT])
-    value["timings"]["scored"] = now_ms()
+    value.model = ModelResult(None, None, reason, detail=detail[:DETAIL_LIMIT])
+    value.timings["scored"] = now_ms()
     return value

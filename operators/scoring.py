@@ -13,12 +13,12 @@ mode scores in operators/customer_shard.py. Metrics: operators/scoring_metrics.p
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from pyflink.datastream import RuntimeContext
 from pyflink.datastream.functions import AsyncFunction
 
 from operators.failures import has_failed
+from operators.records import JobRecord
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
 from rtd_core.config import ServingConfig
@@ -38,22 +38,22 @@ class ScoreWithModel(AsyncFunction):
             runtime_context.get_metrics_group(),
             lambda: self._client is not None and self._client.breaker.state != "closed")
 
-    def _fallback(self, value: dict[str, Any], reason: str, detail: str) -> list[dict[str, Any]]:
+    def _fallback(self, value: JobRecord, reason: str, detail: str) -> list[JobRecord]:
         self._metrics.row_fell_back(reason)
         return [fell_back(value, reason, detail)]
 
-    async def async_invoke(self, value: dict[str, Any]) -> list[dict[str, Any]]:
+    async def async_invoke(self, value: JobRecord) -> list[JobRecord]:
         if has_failed(value):  # an earlier stage failed on it: on to the dead letters
             return [value]
         if self._client is None:
             self._client = BatchingPredictClient(self.serving, on_call=self._metrics.on_call)
             self._loop = asyncio.get_running_loop()
         try:
-            inputs = model_inputs(value["event"], value["features"])
+            inputs = model_inputs(value.event, value.features)
         except Exception as exc:  # noqa: BLE001 - a bad record must not stop decisions
-            value["model_request"] = model_request(self.serving, {})
+            value.model_request = model_request(self.serving, {})
             return self._fallback(value, "error", f"{type(exc).__name__}: {exc}")
-        value["model_request"] = model_request(self.serving, inputs)
+        value.model_request = model_request(self.serving, inputs)
         try:
             prediction = await self._client.predict(inputs)
         except ModelCallError as exc:
@@ -63,12 +63,12 @@ class ScoreWithModel(AsyncFunction):
         self._metrics.row_scored(prediction.latency_ms)
         return [scored(value, prediction)]
 
-    def timeout(self, value: dict[str, Any]) -> list[dict[str, Any]]:
+    def timeout(self, value: JobRecord) -> list[JobRecord]:
         """The operator's own deadline passed: decide by rules alone."""
         if has_failed(value):
             return [value]
-        if "model_request" not in value:
-            value["model_request"] = model_request(self.serving, {})
+        if value.model_request is None:
+            value.model_request = model_request(self.serving, {})
         return self._fallback(value, "timeout", "async operator timeout")
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 from decisioning.transaction import Reason, Rejection, validate
 from operators.clock import now_ms
 from operators.failures import dead_letter_row, error_text
+from operators.records import JobRecord
 
 # Dead letters, decisions and traces leave the job as (key text, value JSON bytes) rows:
 # JSON encoded once, by orjson, straight to the UTF-8 bytes the Kafka record carries.
@@ -70,11 +71,5 @@ class ValidateEvents(ProcessFunction):
         if isinstance(result, Rejection):
             yield DLQ_TAG, dead_letter_row(result, source, received)
             return
-        yield {
-            "source": source,
-            "event": result,
-            "features": {},
-            "as_of": {},
-            "late": False,
-            "timings": {"received": received, "validated": now_ms()},
-        }
+        yield JobRecord(source=source, event=result,
+                        timings={"received": received, "validated": now_ms()})

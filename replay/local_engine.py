@@ -186,10 +186,9 @@ class LocalReplay:
             as_of[name] = {"as_of_event_time": t, "watermark": watermark}
         if in_rows:
             self.late += late
-            self.rows.append(row_values({
-                "event": event, "features": features, "as_of": as_of, "late": late,
-                "source": {"partition": record.partition, "offset": record.offset,
-                           "kafka_timestamp": record.timestamp_ms}}, self.views))
+            source = {"partition": record.partition, "offset": record.offset,
+                      "kafka_timestamp": record.timestamp_ms}
+            self.rows.append(row_values(event, source, features, as_of, late, self.views))
 
     def sweep(self) -> None:
         """Drop every key that can no longer affect any window (the live job's expiry

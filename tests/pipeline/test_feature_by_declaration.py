@@ -40,7 +40,7 @@ def test_card_amount_max_24h_added_by_declaration_alone():
             for i, e in enumerate(events)]
     validated, _ = validate_events(collection_source(env, rows), config)
     enriched = build_features(validated, config, views=(card_view, CUSTOMER_FEATURES))
-    out = enriched.map(lambda r: (r["event"]["event_id"], r["features"]["card_amount_max_24h"]),
+    out = enriched.map(lambda r: (r.event["event_id"], r.features["card_amount_max_24h"]),
                        output_type=Types.TUPLE([Types.STRING(), Types.DOUBLE()]))
     got = dict(out.execute_and_collect())
     assert [got[e["event_id"]] for e in events] == [30.0, 700.0, 700.0, 5.0]

@@ -80,10 +80,9 @@ def write_synthetic_dataset(path: Path, rows: int = 3000, seed: int = 3) -> None
                  "customer_id": f"u{i % 89}", "merchant_id": "m1", "merchant_category": "5411",
                  "amount": float(col["amount"][i]), "currency": "USD", "country": "US",
                  "channel": channel}
-        records.append(row_values({
-            "event": event, "source": {"partition": 0, "offset": i, "kafka_timestamp": T0},
-            "features": {n: float(col[n][i]) for n in FEATURE_NAMES},
-            "as_of": {}, "late": False}, ALL_VIEWS))
+        records.append(row_values(
+            event, {"partition": 0, "offset": i, "kafka_timestamp": T0},
+            {n: float(col[n][i]) for n in FEATURE_NAMES}, {}, False, ALL_VIEWS))
         if i % 50:  # every 50th label is not known yet at the cutoff
             labels[event["event_id"]] = Label(bool(fraud[i]), event["event_time"] + SEC)
     manifest = {"views": view_definitions(ALL_VIEWS), "cutoff_ms": T0 + rows * SEC,

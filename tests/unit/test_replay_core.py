@@ -132,7 +132,7 @@ def record(event: dict, features: dict, partition: int = 0, offset: int = 0,
 def test_row_values_follow_the_column_order_with_as_of_times():
     features = {name: float(i) for i, name in enumerate(FEATURE_NAMES)}
     e = txn("c1", 12.5, at=T0 + MIN)
-    row = dict(zip(row_columns(ALL_VIEWS), row_values(record(e, features, 3, 42), ALL_VIEWS),
+    row = dict(zip(row_columns(ALL_VIEWS), row_values(**record(e, features, 3, 42), views=ALL_VIEWS),
                    strict=True))
     assert row["event_id"] == e["event_id"] and row["amount"] == 12.5
     assert (row["kafka_partition"], row["kafka_offset"], row["late"]) == (3, 42, False)
@@ -145,7 +145,7 @@ def test_row_values_follow_the_column_order_with_as_of_times():
 def test_dataset_round_trip_is_partitioned_by_date_and_labelled(tmp_path):
     features = {name: 1.0 for name in FEATURE_NAMES}
     events = [txn("c1", at=T0 + DAY), txn("c2", at=T0), txn("c3", at=T0 + 2 * MIN)]
-    rows = [row_values(record(e, features, 0, i), ALL_VIEWS) for i, e in enumerate(events)]
+    rows = [row_values(**record(e, features, 0, i), views=ALL_VIEWS) for i, e in enumerate(events)]
     labels = {events[0]["event_id"]: Label(True, T0 + DAY + MIN),
               events[1]["event_id"]: Label(False, T0 + MIN)}
     manifest = {"views": view_definitions(ALL_VIEWS), "cutoff_ms": T0 + 2 * DAY}
