@@ -1,4 +1,4 @@
-"""`rtd drill NAME` and `rtd drill all`: failure drills under steady load (bench/drills.py)."""
+"""`rtd drill NAME` and `rtd drill all`: failure drills under steady load (bench/drills/)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bench.drills.core import DEFAULT_LOAD_SHARE, MEASURED_PEAK_PER_S
 from rtd.cli_config import ConfigOption, config_or_exit
 
 console = Console()
@@ -23,9 +24,9 @@ def drill(
     config: ConfigOption = None,
     rate: Annotated[float | None, typer.Option(
         help="events/s; default: --load-share of the measured peak")] = None,
-    load_share: Annotated[float, typer.Option(help="share of the measured peak")] = 0.6,
+    load_share: Annotated[float, typer.Option(help="share of the measured peak")] = DEFAULT_LOAD_SHARE,
     peak: Annotated[float, typer.Option(
-        help="measured peak decisions/s (docs/BENCHMARKS.md)")] = 1_100.0,
+        help="measured peak decisions/s (docs/BENCHMARKS.md)")] = MEASURED_PEAK_PER_S,
     kills: Annotated[int, typer.Option(help="taskmanager-kill: how many kills")] = 5,
     interval: Annotated[float, typer.Option(help="taskmanager-kill: s between kills")] = 60.0,
     down: Annotated[float, typer.Option(help="broker-restart: s the broker stays down")] = 30.0,
