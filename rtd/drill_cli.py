@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bench.drills.core import DEFAULT_LOAD_SHARE, MEASURED_PEAK_PER_S
+from bench.drills.core import DEFAULT_LOAD_SHARE, MEASURED_PEAK_PER_S, SOAK_LOAD_SHARE
 from rtd.cli_config import ConfigOption, config_or_exit
 
 console = Console()
@@ -24,7 +24,9 @@ def drill(
     config: ConfigOption = None,
     rate: Annotated[float | None, typer.Option(
         help="events/s; default: --load-share of the measured peak")] = None,
-    load_share: Annotated[float, typer.Option(help="share of the measured peak")] = DEFAULT_LOAD_SHARE,
+    load_share: Annotated[float | None, typer.Option(
+        help=f"share of the measured peak [default: {DEFAULT_LOAD_SHARE:g}, "
+             f"the soak {SOAK_LOAD_SHARE:g}]")] = None,
     peak: Annotated[float, typer.Option(
         help="measured peak decisions/s (docs/BENCHMARKS.md)")] = MEASURED_PEAK_PER_S,
     kills: Annotated[int, typer.Option(help="taskmanager-kill: how many kills")] = 5,
@@ -55,6 +57,9 @@ def drill(
         console.print(f"[red]unknown drill {unknown[0]}[/red]: one of {', '.join(NAMES)}, all")
         raise typer.Exit(2)
     base = config_or_exit(config)
+    _require_stack(base, config)
+    if load_share is None:
+        load_share = SOAK_LOAD_SHARE if name == "soak" else DEFAULT_LOAD_SHARE
     settings = DrillSettings(rate=rate if rate is not None else peak * load_share, kills=kills,
                              interval_s=interval, broker_down_s=down, warmup_s=warmup,
                              tail_s=tail, model_down_s=model_down, chaos_phase_s=chaos_phase,
@@ -74,6 +79,24 @@ def drill(
             failed.append(n)
     if failed:
         raise typer.Exit(1)
+
+
+def _require_stack(config, config_file) -> None:
+    """Exit 2 naming what is down and the command that starts it: a drill needs the
+    whole stack of its config up, and would otherwise fail deep in its set-up."""
+    from stack.flink_cluster import FlinkCluster
+    from stack.kafka_broker import KafkaBroker
+    from stack.model_server import ModelServer
+
+    parts = {"Kafka": KafkaBroker(config), "Flink": FlinkCluster(config),
+             "the model server": ModelServer(config)}
+    down = [name for name, part in parts.items() if not part.running()]
+    if down:
+        flag = f" --config {config_file}" if config_file else ""
+        console.print(f"[red]{', '.join(down)} of this config's stack "
+                      f"({config.stack_dir}) not running[/red]: start it with "
+                      f"`rtd stack up{flag}`, then run the drill again")
+        raise typer.Exit(2)
 
 
 def _fresh(base, kind: str, run: str, name: str):
