@@ -237,3 +237,37 @@ def test_a_model_slower_than_its_deadline_does_not_hold_the_caller() -> None:
         ["second", *map(str, range(12))])
     assert all(f.prediction is None and f.error and f.error.reason == "timeout"
                for f in finished)
+
+
+def test_rows_expiring_unsent_do_not_make_the_caller_wait_for_a_timed_out_model() -> None:
+    """Rows that ran out of time in the queue are not a call: they say nothing of the
+    server, so the caller goes on not waiting behind calls that time out (had it waited,
+    every full batch would hold the task thread for a call's deadline)."""
+    with fake_server() as (service, port):
+        service.delay_s = 2.0
+        client = PipelinedBatchClient(config(port, timeout_ms=300, max_batch_size=4,
+                                             max_in_flight=1))
+        client.add("first", row(1.0))
+        client.poll()
+        assert [f.error and f.error.reason for f in drive(client, timeout_s=5.0)] == [
+            "timeout"]
+        client.add("second", row(1.0))
+        client.poll()  # out, and it will time out
+        for i in range(4):  # a full batch behind the busy slot: queued, not waited for
+            assert client.add(f"queued-{i}", row(2.0)) == []
+        time.sleep(0.45)  # "second" timed out at the server, the queued rows expired
+        expired = client.poll()
+        assert sorted(map(str, (f.tag for f in expired))) == [
+            "queued-0", "queued-1", "queued-2", "queued-3", "second"]
+        client.add("third", row(1.0))
+        client.poll()  # out, and it will time out
+        returned = []
+        for i in range(4):
+            returned += client.add(i, row(2.0))
+        # Had the expired rows cleared what the timed-out "second" taught, the full
+        # batch would have waited for "third" to time out and got it back here.
+        assert returned == [] and client.outstanding == 5
+        finished = drive(client, timeout_s=5.0)
+        client.close()
+    assert sorted(map(str, (f.tag for f in finished))) == ["0", "1", "2", "3", "third"]
+    assert all(f.error and f.error.reason == "timeout" for f in expired + finished)
