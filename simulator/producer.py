@@ -199,11 +199,14 @@ def run_simulation(
     duration_s: float | None = None,
     progress: bool = True,
     on_sent: Callable[[SimRecord], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> SimulationSummary:
     """Produce `count` transactions (or for `duration_s`, or until Ctrl-C when both are
     None) with their labels. `rate` paces transactions per second; None is as fast as
     possible. `on_sent` sees every record once it is handed to the producer; delivery is
-    confirmed at the final flush, which raises DeliveryFailedError if anything failed."""
+    confirmed at the final flush, which raises DeliveryFailedError if anything failed.
+    `stop`, once set, ends the run after the current record (as a Ctrl-C does, but from
+    another thread: a caller whose run's length is known only as it goes)."""
     if count is not None and count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     if rate is not None and not rate > 0:
@@ -246,7 +249,7 @@ def run_simulation(
                 # The local queue is full: let librdkafka drain it, then retry.
                 producer.poll(0.05)
 
-    with _graceful_interrupt() as stop, _progress(progress, total) as bar:
+    with _graceful_interrupt() as interrupt, _progress(progress, total) as bar:
         task = bar.add_task("simulate", total=total, rate=0.0, fraud=0, malformed=0)
         started = now = time.perf_counter()
         deadline = started + duration_s if duration_s is not None else None
@@ -258,7 +261,8 @@ def run_simulation(
             if record.kind != LABEL:
                 now = time.perf_counter()
                 due = now if rate is None else pace_origin + sent / rate
-                if stop.is_set() or (deadline is not None and max(now, due) >= deadline):
+                if (interrupt.is_set() or (stop is not None and stop.is_set())
+                        or (deadline is not None and max(now, due) >= deadline)):
                     unsent = record.event_id
                     break
                 if due > now:
@@ -306,7 +310,7 @@ def run_simulation(
         fraud_count=fraud,
         duration_s=elapsed,
         events_per_s=sent / sending_s if sending_s > 0 else 0.0,
-        interrupted=stop.is_set(),
+        interrupted=interrupt.is_set(),
     )
     if delivery.failed:
         last = [f"last client error: {delivery.broker_error}"] if delivery.broker_error else []

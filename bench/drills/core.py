@@ -31,6 +31,9 @@ DEFAULT_LOAD_SHARE = 0.6
 # at a load the job holds with room to spare, not the edge of its capacity.
 SOAK_LOAD_SHARE = 0.5
 RECOVERY_GOAL_S = 15.0
+# Caught up: the job's committed input offsets within this many seconds of input.
+CAUGHT_UP_S = 2.0
+CATCH_UP_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class DrillSettings:
     broker_down_s: float = 30.0
     # Load before the first action and after the last one.
     warmup_s: float = 30.0
+    # After the warm-up the first action waits, up to this long, until the job has
+    # caught up with its input: a fault acted on a job still working off the backlog of
+    # its own start (a cold TaskManager) would be judged on the start's latency.
+    catch_up_max_s: float = 120.0
     tail_s: float = 45.0
     drain_timeout_s: float = 300.0
     seed: int = 31
@@ -83,6 +90,7 @@ class DrillContext:
     actions: list[Action] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     samplers: list[FlinkSampler] = field(default_factory=list)
+    lag: Callable[[RtdConfig], int] = field(default=lambda config: input_lag(config))
 
     def act(self, what: str, detail: str = "") -> None:
         self.actions.append(Action(now_ms(), what, detail))
@@ -95,6 +103,20 @@ class DrillContext:
         sampler = FlinkSampler(self.config.flink.rest_url, job_id, interval_s=5.0)
         sampler.start()
         self.samplers.append(sampler)
+
+    def warm_up(self) -> None:
+        """``warmup_s`` of load, then until the job is within ``CAUGHT_UP_S`` of its
+        input, or ``catch_up_max_s`` more have passed (logged: the drill goes on)."""
+        time.sleep(self.settings.warmup_s)
+        allowed = max(1, int(self.settings.rate * CAUGHT_UP_S))
+        deadline = time.monotonic() + self.settings.catch_up_max_s
+        lag = self.lag(self.config)
+        while lag > allowed and time.monotonic() < deadline:
+            time.sleep(CATCH_UP_POLL_S)
+            lag = self.lag(self.config)
+        state = "caught up" if lag <= allowed else (
+            f"not caught up after {self.settings.catch_up_max_s:g} s more; acting anyway")
+        self.log(f"warm-up done, {state}: {lag} input records not yet committed by the job")
 
     def stop_sampling(self) -> FlinkSamples:
         """The samples of every job the drill ran, merged: restarts summed."""
@@ -160,6 +182,24 @@ def windows(times_ms: list[int], latencies_ms: list[float], start_ms: int,
     return rows
 
 
+def input_lag(config: RtdConfig) -> int:
+    """Records of the input topic past the offsets the job's consumer group committed.
+    The job's Kafka source commits them at each checkpoint, so this trails the job by
+    about a checkpoint interval: what ``CAUGHT_UP_S`` allows for."""
+    reader = consumer(config, "read_uncommitted", **{"group.id": config.kafka.consumer_group})
+    topic = config.kafka.topics.transactions
+    try:
+        partitions = [TopicPartition(topic, p)
+                      for p in reader.list_topics(topic, timeout=10).topics[topic].partitions]
+        lag = 0
+        for tp in reader.committed(partitions, timeout=10):
+            high = reader.get_watermark_offsets(tp, timeout=10)[1]
+            lag += high - tp.offset if tp.offset >= 0 else high
+        return lag
+    finally:
+        reader.close()
+
+
 def open_transactions(config: RtdConfig, topics: list[str]) -> dict[str, int]:
     """Records past the last stable offset per output topic: > 0 means a transaction is
     still open there (read_committed readers cannot pass it)."""
@@ -188,19 +228,25 @@ class SteadyLoad:
     def __init__(self, config: RtdConfig, rate: float, duration_s: float, seed: int) -> None:
         self.summary: Any = None
         self.error: str | None = None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(config, rate, duration_s, seed),
                                         name="drill-load", daemon=True)
 
     def _run(self, config: RtdConfig, rate: float, duration_s: float, seed: int) -> None:
         try:
             self.summary = run_simulation(config, count=None, rate=rate, duration_s=duration_s,
-                                          seed=seed, malformed_share=0.01, progress=False)
+                                          seed=seed, malformed_share=0.01, progress=False,
+                                          stop=self._stop)
         except DeliveryFailedError as exc:
             self.summary, self.error = exc.summary, str(exc)
 
     def __enter__(self) -> Self:
         self._thread.start()
         return self
+
+    def stop(self) -> None:
+        """End the load now (the drill's actions are done) rather than at ``duration_s``."""
+        self._stop.set()
 
     def __exit__(self, *exc: object) -> None:
         self._thread.join()

@@ -27,7 +27,7 @@ from stack.processes import pid_alive, port_open, wait_until
 
 def kill_taskmanagers(ctx: DrillContext) -> None:
     s, cluster = ctx.settings, ctx.cluster
-    time.sleep(s.warmup_s)
+    ctx.warm_up()
     for n in range(s.kills):
         wait_running(cluster, ctx.job_id)
         time.sleep(3)  # its tasks have started and a checkpoint or two completed
@@ -63,7 +63,7 @@ def _down_and_back(ctx: DrillContext, what: str, pid: int, kill: Callable[[], No
 def restart_broker(ctx: DrillContext) -> None:
     s = ctx.settings
     broker = KafkaBroker(ctx.config)
-    time.sleep(s.warmup_s)
+    ctx.warm_up()
     pid = broker.process.pid()
     if pid is None:
         raise RuntimeError("the Kafka broker of the stack is not running")
@@ -82,7 +82,7 @@ def model_chaos(ctx: DrillContext) -> None:
     if not server.running():
         raise RuntimeError("the model server of the stack is not running")
     spike_ms = 4 * config.serving.timeout_ms
-    time.sleep(s.warmup_s)
+    ctx.warm_up()
     try:
         write_drill_file(drill_file, ServerDrill(latency_ms=spike_ms))
         ctx.act("latency spike", f"{spike_ms} ms per call, deadline {config.serving.timeout_ms} ms")
@@ -112,7 +112,7 @@ def rescale(ctx: DrillContext) -> None:
     """Stop with a savepoint under load, resume at ``rescale_to`` on the cluster's
     TaskManagers, hold, then stop with a savepoint again and resume at 1."""
     s, cluster = ctx.settings, ctx.cluster
-    time.sleep(s.warmup_s)
+    ctx.warm_up()
     placements: list[dict[str, Any]] = []
     for parallelism in (s.rescale_to, ctx.config.flink.parallelism):
         savepoint = cluster.stop_with_savepoint(ctx.job_id)
@@ -135,7 +135,7 @@ def hostile_input(ctx: DrillContext) -> None:
     beside the steady load. Each one's partition and offset are kept: dead letters name
     them, so every payload can be matched to what the job made of it."""
     s, config = ctx.settings, ctx.config
-    time.sleep(s.warmup_s)
+    ctx.warm_up()
     rng = random.Random(s.seed)
     t0 = now_ms()
 

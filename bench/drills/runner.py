@@ -101,12 +101,16 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
     hanging: dict[str, int] = {}
     with MemorySampler(cluster.pid_dir, interval_s=10.0 if name == "soak" else 5.0) as memory:
         try:
-            with SteadyLoad(config, settings.rate, drill.load_s(settings), settings.seed) as load:
+            # Long enough for the longest catch-up; stopped once the actions are done.
+            load_s = drill.load_s(settings) + settings.catch_up_max_s
+            with SteadyLoad(config, settings.rate, load_s, settings.seed) as load:
                 try:
                     drill.fault(ctx)
                 except Exception as exc:  # noqa: BLE001 - reported, then the audit still runs
                     error = f"{type(exc).__name__}: {exc}"
                     log(f"drill action failed: {error}")
+                finally:
+                    load.stop()
             summary = load.summary
             expected = set(summary.valid_event_ids) if summary else set()
             deadline = time.monotonic() + settings.drain_timeout_s

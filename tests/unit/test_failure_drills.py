@@ -48,3 +48,34 @@ def test_longest_stall_counts_from_the_action():
     assert longest_stall([1_000, 2_000, 9_000, 9_500], 1_500) == 7.0
     assert longest_stall([1_000, 2_000], 5_000) is None
     assert longest_stall([1_000, 8_000], 2_000) == 6.0
+
+
+def _context(lags, settings, logged):
+    from bench.drills.core import DrillContext
+
+    reads = iter(lags)
+    return DrillContext(config=None, cluster=None, job_id="j", settings=settings,  # type: ignore[arg-type]
+                        log=logged.append, lag=lambda _config: next(reads))
+
+
+def test_the_first_action_waits_for_the_job_to_catch_up(monkeypatch):
+    """A job still working off its start's backlog is not acted on: the warm-up goes on
+    until the input the job has not committed is within CAUGHT_UP_S of input."""
+    import bench.drills.core as core
+
+    monkeypatch.setattr(core, "CATCH_UP_POLL_S", 0.0)
+    settings = core.DrillSettings(rate=100, warmup_s=0)
+    logged: list[str] = []
+    _context([5_000, 900, 201, 200, 0], settings, logged).warm_up()
+    assert logged == ["warm-up done, caught up: 200 input records not yet committed by the job"]
+
+
+def test_a_job_that_never_catches_up_is_acted_on_after_the_longest_wait(monkeypatch):
+    import bench.drills.core as core
+
+    monkeypatch.setattr(core, "CATCH_UP_POLL_S", 0.0)
+    settings = core.DrillSettings(rate=100, warmup_s=0, catch_up_max_s=0.05)
+    logged: list[str] = []
+    _context(iter(lambda: 10_000, None), settings, logged).warm_up()
+    assert logged == ["warm-up done, not caught up after 0.05 s more; acting anyway: "
+                      "10000 input records not yet committed by the job"]
