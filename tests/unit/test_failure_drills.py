@@ -61,7 +61,7 @@ def _context(lags, settings, logged):
 def test_the_first_action_waits_for_the_job_to_catch_up(monkeypatch):
     """A job still working off its start's backlog is not acted on: the warm-up goes on
     until the input the job has not committed is within CAUGHT_UP_S of input."""
-    import bench.drills.core as core
+    from bench.drills import core
 
     monkeypatch.setattr(core, "CATCH_UP_POLL_S", 0.0)
     settings = core.DrillSettings(rate=100, warmup_s=0)
@@ -71,11 +71,11 @@ def test_the_first_action_waits_for_the_job_to_catch_up(monkeypatch):
 
 
 def test_a_job_that_never_catches_up_is_acted_on_after_the_longest_wait(monkeypatch):
-    import bench.drills.core as core
+    from bench.drills import core
 
     monkeypatch.setattr(core, "CATCH_UP_POLL_S", 0.0)
     settings = core.DrillSettings(rate=100, warmup_s=0, catch_up_max_s=0.05)
     logged: list[str] = []
     _context(iter(lambda: 10_000, None), settings, logged).warm_up()
-    assert logged == ["warm-up done, not caught up after 0.05 s more; acting anyway: "
-                      "10000 input records not yet committed by the job"]
+    assert logged == [("warm-up done, not caught up after 0.05 s more; acting anyway: "
+                       "10000 input records not yet committed by the job")]
