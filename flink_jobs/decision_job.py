@@ -27,7 +27,7 @@ from flink_jobs.kafka_tables import (
     source_stream,
     with_topic_partitions,
 )
-from flink_jobs.topology import build_topology, split_outputs
+from flink_jobs.topology import build_topology
 from operators.lanes import MAX_PARALLELISM
 from rtd_core.config import RtdConfig, load_config
 
@@ -79,11 +79,12 @@ def run(config: RtdConfig) -> None:
     env, t_env = create_environments(config)
     register_kafka_tables(t_env, config)
     raw = source_stream(t_env)
-    tables = split_outputs(t_env, build_topology(raw, config, rules))
+    outputs = build_topology(raw, config, rules)
 
     statements = t_env.create_statement_set()
-    for name, table in tables.items():
-        statements.add_insert(SINK_TABLES[name], table)
+    statements.add_insert(SINK_TABLES["decisions"], t_env.from_data_stream(outputs.decisions))
+    statements.add_insert(SINK_TABLES["traces"], t_env.from_data_stream(outputs.traces))
+    statements.add_insert(SINK_TABLES["dlq"], t_env.from_data_stream(outputs.dead_letters))
     statements.attach_as_datastream()
     env.execute(config.job.name)
 

@@ -1,16 +1,12 @@
 """The decision topology, built from injected ends (style: flink-training).
 
-``build_topology`` takes the raw record stream and returns the job's outputs: the
-decided stream of tagged (kind, key, value) rows and validation's dead letters;
-``split_outputs`` turns them into the three sink tables with filters in SQL. Production
-wires Kafka tables to both ends, tests may wire collections.
+``build_topology`` takes the raw record stream and returns the three output streams;
+production wires Kafka tables to both ends, tests may wire collections.
 
 raw (per-partition event-time watermarks, generated in the Kafka source:
      flink_jobs/kafka_tables.py) -> validate (dead letters to a side output)
     -> key by the customer's shard: card and customer features, batched model
        scoring and decide + trace, in one operator (operators/customer_shard.py)
-    -> decisions, traces and internal dead letters as one tagged output, split by kind
-       in the JVM (operators/decide.py) into the three sinks
 
 One shuffle per event: a card belongs to one customer, so both feature views' state
 lives under the customer's shard (operators/keyed_features.py), and scoring and deciding
@@ -33,18 +29,16 @@ from typing import Any
 
 from pyflink.common import Time, Types
 from pyflink.datastream import AsyncDataStream, DataStream
-from pyflink.table import StreamTableEnvironment, Table
-from pyflink.table.expressions import col
 
 from decisioning.rules import RuleSet
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from feature_views.model import FeatureView
 from operators.customer_shard import CustomerShardFunction
-from operators.decide import DEAD_LETTER, DECISION, OUTPUT_ROW, TRACE, DecideAndTrace, Decider
+from operators.decide import INTERNAL_ERROR_TAG, TRACE_TAG, DecideAndTrace, Decider
 from operators.fallback_ladder import FallbackLadderFunction
 from operators.keyed_features import ShardFeatures, shard_of
 from operators.scoring import ScoreWithModel
-from operators.validation import DLQ_TAG, ValidateEvents
+from operators.validation import DLQ_TAG, KEY_VALUE_ROW, ValidateEvents
 from rtd_core.config import RtdConfig
 
 RECORDS = Types.PICKLED_BYTE_ARRAY()
@@ -52,23 +46,9 @@ RECORDS = Types.PICKLED_BYTE_ARRAY()
 
 @dataclass(frozen=True)
 class Outputs:
-    """``decided``: (kind, key, value) rows, kind DECISION, TRACE or DEAD_LETTER
-    (operators/decide.py); ``rejected``: validation's dead letters, (key, value)."""
-
-    decided: DataStream
-    rejected: DataStream
-
-
-def split_outputs(t_env: StreamTableEnvironment, outputs: Outputs) -> dict[str, Table]:
-    """The (key, value) table of each sink, "decisions", "traces" and "dlq": the tagged
-    rows filtered by kind in SQL, so no Python runs for the split."""
-    decided = t_env.from_data_stream(outputs.decided)
-
-    def of(kind: int) -> Table:
-        return decided.filter(col("kind") == kind).select(col("k"), col("v"))
-
-    return {"decisions": of(DECISION), "traces": of(TRACE),
-            "dlq": of(DEAD_LETTER).union_all(t_env.from_data_stream(outputs.rejected))}
+    decisions: DataStream
+    traces: DataStream
+    dead_letters: DataStream
 
 
 def job_info(config: RtdConfig, rules: RuleSet) -> dict[str, Any]:
@@ -138,9 +118,9 @@ def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Output
         if not last_score_rung:
             decisions = keyed.process(
                 CustomerShardFunction(shard_features(config), config.serving, decider),
-                output_type=OUTPUT_ROW,
+                output_type=KEY_VALUE_ROW,
             ).uid("decide-by-customer").name("Features, scoring, decision")
-            return Outputs(decided=decisions, rejected=rejected)
+            return _outputs(decisions, rejected)
         scored = keyed.process(CustomerShardFunction(shard_features(config), config.serving),
                                output_type=RECORDS) \
             .uid("score-by-customer").name("Features and scoring")
@@ -163,6 +143,12 @@ def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Output
                      output_type=RECORDS) \
             .uid("fallback-ladder").name("Fallback ladder (last score per card)")
     decisions = scored.process(
-        DecideAndTrace(decider, count_ladder=not last_score_rung), output_type=OUTPUT_ROW,
+        DecideAndTrace(decider, count_ladder=not last_score_rung), output_type=KEY_VALUE_ROW,
     ).uid("decide-and-trace").name("Decide and trace")
-    return Outputs(decided=decisions, rejected=rejected)
+    return _outputs(decisions, rejected)
+
+
+def _outputs(decisions: DataStream, rejected: DataStream) -> Outputs:
+    traces = decisions.get_side_output(TRACE_TAG)
+    dead_letters = rejected.union(decisions.get_side_output(INTERNAL_ERROR_TAG))
+    return Outputs(decisions=decisions, traces=traces, dead_letters=dead_letters)

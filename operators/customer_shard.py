@@ -7,8 +7,8 @@ Three uses, one class:
   operator scores next: operators/scoring.py);
 - ``scoring`` set, ``decider`` None: features and score, for the opt-in last-score rung
   keyed by card (operators/fallback_ladder.py) and the decide operator after it;
-- both set (thread mode's default): features, score and decision: decisions, traces
-  and dead letters as one tagged output (operators/decide.py).
+- both set (thread mode's default): features, score and decision, with the trace and
+  dead letters as side outputs.
 
 Scoring. Rows go to a batching model client shared by the subtask's shards
 (serving/pipelined_batch_client.py): a batch is sent when it holds ``max_batch_size``

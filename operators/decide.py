@@ -1,5 +1,4 @@
-"""Decision and trace for each scored record, and the dead letter of a failed one: one
-tagged output, split into three sinks by the JVM (flink_jobs/topology.py).
+"""Decision and trace for each scored record: two explicit outputs, two sinks.
 
 ``Decider`` is the decide stage's core, used by the customer-shard operator, which
 decides where it scores (operators/customer_shard.py), and by ``DecideAndTrace``, the
@@ -13,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from pyflink.common import Row, Types
-from pyflink.datastream import ProcessFunction, RuntimeContext
+from pyflink.common import Row
+from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from decisioning.decision import decide
 from decisioning.rules import RuleSet, evaluate_rules
@@ -24,22 +23,17 @@ from operators.clock import now_ms
 from operators.failures import has_failed, internal_error_row, mark_failed
 from operators.fallback_ladder import LadderMetrics
 from operators.records import JobRecord
+from operators.validation import KEY_VALUE_ROW
 from rtd_core.config import ThresholdsConfig
 
-# Each output row is (kind, key, value), the kind one of these. One main output rather
-# than the trace and dead letters as side outputs: PyFlink reads each side output through
-# an identity map of its own, a Python operator, so a trace per event was a second
-# Python entry per event (8.3% of the GIL's time in the 2026-12-02 profile,
-# docs/BENCHMARKS.md). The split by kind is a filter in SQL, in the JVM.
-DECISION, TRACE, DEAD_LETTER = 0, 1, 2
-OUTPUT_ROW = Types.ROW_NAMED(["kind", "k", "v"],
-                             [Types.INT(), Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+TRACE_TAG = OutputTag("decision-traces", KEY_VALUE_ROW)
+# Records any stage failed on (operators/failures.py), as dead letters.
+INTERNAL_ERROR_TAG = OutputTag("internal-errors", KEY_VALUE_ROW)
 STAGE = "decide"
 
 
 class Decider:
-    """Rows (DECISION, card_id, decision JSON) and (TRACE, decision_id, trace JSON), or
-    (DEAD_LETTER, key, dead-letter JSON) for a record a stage failed on."""
+    """Main output: (card_id, decision JSON). Side output: (decision_id, trace JSON)."""
 
     def __init__(
         self,
@@ -72,11 +66,10 @@ class Decider:
                 mark_failed(value, STAGE, exc)
             else:
                 self._outcomes[(decision["outcome"], decision["path"])].inc()
-                yield Row(DECISION, decision["card_id"], decision_json)
-                yield Row(TRACE, decision["decision_id"], trace_json)
+                yield Row(decision["card_id"], decision_json)
+                yield TRACE_TAG, Row(decision["decision_id"], trace_json)
                 return
-        key, dead_letter = internal_error_row(value, now_ms())
-        yield Row(DEAD_LETTER, key, dead_letter)
+        yield INTERNAL_ERROR_TAG, internal_error_row(value, now_ms())
 
     def _decide(self, value: JobRecord) -> tuple[dict[str, Any], bytes, bytes]:
         """The decision, and it and its trace serialised: all are built before either

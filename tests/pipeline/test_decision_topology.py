@@ -13,7 +13,6 @@ import sys
 import pytest
 from pyflink.common import Row, Types
 from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment
 
 from bench.reference_features import all_features, customer_bounds
 from decisioning.decision import ModelResult, decide
@@ -21,7 +20,7 @@ from decisioning.rules import load_rules
 from decisioning.trace import feature_values, is_complete, trace_event, trace_rules
 from feature_views.definitions import FEATURE_NAMES
 from flink_jobs.decision_job import job_configuration
-from flink_jobs.topology import build_topology, split_outputs
+from flink_jobs.topology import build_topology
 from rtd_core.config import load_config
 from tests.builders import DAY, HOUR, MIN, SEC, T0, encode, txn
 from tests.pipeline.collection_source import collection_source
@@ -82,14 +81,10 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
             for i, e in enumerate(events)]
     rows += [Row(b"bad", m, "transactions", 1, i, T0) for i, m in enumerate(malformed)]
     raw = collection_source(env, rows)
-    # Split as the job splits them, by kind in SQL (flink_jobs/topology.py).
-    t_env = StreamTableEnvironment.create(env)
-    tables = split_outputs(t_env, build_topology(raw, config, load_rules()))
-    streams = {name: t_env.to_data_stream(table) for name, table in tables.items()}
-    tagged = streams["decisions"].map(lambda r: Row("decision", r[0], r[1].decode()),
-                                      output_type=OUT_ROW).union(
-        streams["traces"].map(lambda r: Row("trace", r[0], r[1].decode()), output_type=OUT_ROW),
-        streams["dlq"].map(lambda r: Row("dlq", r[0], r[1].decode()), output_type=OUT_ROW),
+    out = build_topology(raw, config, load_rules())
+    tagged = out.decisions.map(lambda r: Row("decision", r[0], r[1].decode()), output_type=OUT_ROW).union(
+        out.traces.map(lambda r: Row("trace", r[0], r[1].decode()), output_type=OUT_ROW),
+        out.dead_letters.map(lambda r: Row("dlq", r[0], r[1].decode()), output_type=OUT_ROW),
     )
     results = list(tagged.execute_and_collect())
 

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from pyflink.common import Row, Types
 from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment
 
 from bench.reference_features import all_features
 from decisioning.rules import load_rules
@@ -25,7 +24,7 @@ from feature_views.model import MINUTE_MS
 from feature_views.rows import row_columns
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.replay_job import DEAD, build_replay, replay_configuration
-from flink_jobs.topology import build_topology, split_outputs
+from flink_jobs.topology import build_topology
 from replay.dataset import build_table
 from replay.labels import labels_as_of
 from replay.local_engine import LocalReplay
@@ -139,11 +138,9 @@ def test_replay_rows_carry_the_reference_features_and_point_in_time_labels(repla
 def test_verify_finds_no_difference_to_live_traces_and_catches_a_changed_window(replayed):
     events, rows, (out, _) = replayed
     env = environment(job_configuration(CONFIG))
-    t_env = StreamTableEnvironment.create(env)
-    tables = split_outputs(t_env, build_topology(collection_source(env, rows), CONFIG,
-                                                 load_rules()))
-    traces = parse_traces(list(t_env.to_data_stream(tables["traces"])
-                               .map(lambda r: r[1].decode(), output_type=Types.STRING())
+    outputs = build_topology(collection_source(env, rows), CONFIG, load_rules())
+    traces = parse_traces(list(outputs.traces.map(lambda r: r[1].decode(),
+                                                  output_type=Types.STRING())
                                .execute_and_collect()))
     assert len(traces) == len(events)
 
