@@ -27,6 +27,7 @@ from feature_views.model import MINUTE_MS, FeatureView
 from feature_views.window_state import ViewComputer, empty_state
 from operators.clock import now_ms
 from operators.metric_values import PublishedValue, Throttle
+from operators.process_memory import native_memory_kib
 from operators.records import JobRecord
 from operators.shard_watermarks import NO_WATERMARK, PartitionGate, ShardWatermarks
 from operators.state_ttl import safety_ttl
@@ -37,6 +38,8 @@ TIMER_GRANULARITY_MS = MINUTE_MS
 # Processing-time TTL only as a memory safety net: expiry proper is on event time.
 SAFETY_TTL_DAYS = 45
 PROGRESS_STATE = "customer-shard-partition-progress-v1"
+# mallinfo2 walks every malloc arena under its lock: every few seconds, not every record.
+MEMORY_PUBLISH_S = 5.0
 
 
 def shard_of(entity_key: str, shards: int) -> int:
@@ -109,10 +112,15 @@ class ShardFeatures:
         # Pushed, not gauges: operators/metric_values.py.
         self._published = [
             {name: PublishedValue(rtd.add_group(v.view.name), name)
-             for name in ("entities_in_memory", "working_set_hits", "working_set_misses",
-                          "working_set_miss_us")}
+             for name in ("entities_in_memory", "keys_tracked", "working_set_hits",
+                          "working_set_misses", "working_set_miss_us")}
             for v in self._views]
         self._publish = Throttle(1.0)
+        # The process's native memory (operators/process_memory.py): once per subtask is
+        # enough, and here is where what Python holds for features is bounded.
+        memory = rtd.add_group("memory")
+        self._memory = {name: PublishedValue(memory, name) for name in native_memory_kib()}
+        self._publish_memory = Throttle(MEMORY_PUBLISH_S)
 
     def apply(self, value: JobRecord, shard: int, ctx: KeyedProcessFunction.Context
               ) -> None:
@@ -159,10 +167,14 @@ class ShardFeatures:
         timings["card_features"] = timings["customer_features"] = now_ms()
         if self._publish.due():
             self._publish_figures()
+        if self._publish_memory.due():
+            for name, figure in native_memory_kib().items():
+                self._memory[name].set(figure)
 
     def _publish_figures(self) -> None:
         for view, published in zip(self._views, self._published, strict=True):
             published["entities_in_memory"].set(len(view.entities))
+            published["keys_tracked"].set(view.entities.keys_tracked)
             published["working_set_hits"].set(view.entities.hits)
             published["working_set_misses"].set(view.entities.misses)
             published["working_set_miss_us"].set(int(view.entities.miss_seconds * 1e6))

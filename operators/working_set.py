@@ -54,6 +54,11 @@ class WorkingSet:
     def __len__(self) -> int:
         return len(self._lru)
 
+    @property
+    def keys_tracked(self) -> int:
+        """Entity keys held to tell a new entity without a store read."""
+        return self._key_count
+
     def _keys(self, shard: int) -> set[str] | None:
         if shard in self._known:
             return self._known[shard]

@@ -123,6 +123,7 @@ def test_key_sets_are_bounded_and_an_untracked_shard_reads_the_store() -> None:
         store.at(1)
         entities.put(f"b{i}", {"n": i}, shard=1)  # 5 keys: shard 0's set is dropped
     assert entities.untracked_shards == 1
+    assert entities.keys_tracked == 2  # what the operator publishes as keys_tracked
     reads = store.gets
     store.at(1)
     assert entities.get("new-b", shard=1) is None and store.gets == reads  # still tracked
@@ -133,6 +134,7 @@ def test_key_sets_are_bounded_and_an_untracked_shard_reads_the_store() -> None:
     for i in range(100):
         entities.put(f"c{i}", {"n": i}, shard=2)
     assert entities.untracked_shards == 2
+    assert entities.keys_tracked <= 4
     assert all(entities.get(f"c{i}", shard=2) == {"n": i} for i in range(100))
 
 
