@@ -45,8 +45,10 @@ def _fail(exc: Exception) -> typer.Exit:
 @app.command()
 def setup(config: ConfigOption = None) -> None:
     """Fetch what is missing: Kafka, connector and Flink reporter jars (Maven Central),
-    the bootstrap model, and headless Chromium for the console's browser test (Debian)."""
+    the bootstrap model, headless Chromium for the console's browser test and jemalloc for
+    the Flink processes (Debian)."""
     from stack.browser import ensure_browser
+    from stack.flink_cluster import ensure_jemalloc
     from stack.jars import ensure_jars
     from stack.model_server import ModelServer
 
@@ -66,6 +68,12 @@ def setup(config: ConfigOption = None) -> None:
     except StackError as exc:
         # Only the browser test needs it (and skips, saying why, without it).
         console.print(f"[yellow]warning:[/yellow] {exc}")
+    try:
+        with console.status("checking for jemalloc"):
+            console.print(ensure_jemalloc())
+    except StackError as exc:
+        # Without it the Flink processes keep glibc's malloc (flink.allocator).
+        console.print(f"[yellow]warning:[/yellow] {exc}; Flink keeps glibc's malloc")
 
 
 @stack_app.command("up")

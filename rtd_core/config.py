@@ -108,6 +108,14 @@ class FlinkConfig(_Frozen):
     restart_reset_backoff_ms: int = Field(default=45_000, ge=1_000)
     jobmanager_memory: str = "1024m"
     taskmanager_memory: str = "3072m"
+    # The native allocator of the local stack's Flink processes (RocksDB, the embedded
+    # Python and the JVM's own allocations share it). "jemalloc" preloads Debian's
+    # libjemalloc2 where the machine has it, as Flink's own images do against glibc's
+    # fragmentation under RocksDB; the drill stack (bench/drill-stack.json) uses it, to
+    # measure it in the soak. "glibc" (the default, unchanged until the soak shows the
+    # difference) keeps glibc's malloc, with MALLOC_ARENA_MAX set when glibc_arena_max is.
+    allocator: Literal["jemalloc", "glibc"] = "glibc"
+    glibc_arena_max: int | None = Field(default=None, ge=1)
     # PyFlink bundle settings (process mode): the main per-record cost lever there (see
     # docs/BENCHMARKS.md). Thread mode has no bundles.
     bundle_size: int = 1_000

@@ -17,10 +17,34 @@ import requests
 import yaml
 
 from rtd_core.config import PROJECT_ROOT, RtdConfig
+from stack.debian_packages import apt_install
 from stack.jars import prometheus_plugin_dir
 from stack.processes import StackError, pid_alive, terminate, wait_until
 
 JOB_PACKAGES = ("rtd_core", "decisioning", "feature_views", "operators", "serving", "flink_jobs")
+# RocksDB's native memory properties Flink publishes as gauges (per column family).
+ROCKSDB_MEMORY_METRICS = ("block-cache-usage", "block-cache-pinned-usage",
+                          "cur-size-all-mem-tables", "estimate-table-readers-mem")
+# Debian's libjemalloc2 (installed by `make setup` where it can).
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+
+
+def ensure_jemalloc() -> str:
+    """Install Debian's libjemalloc2 unless present; say what was done."""
+    if JEMALLOC.exists():
+        return f"jemalloc {JEMALLOC}"
+    apt_install(("libjemalloc2",), "the Flink processes' allocator (flink.allocator)")
+    return f"jemalloc {JEMALLOC} (installed libjemalloc2)"
+
+
+def allocator_env(config: RtdConfig) -> dict[str, str]:
+    """What the Flink processes' environment needs for the configured allocator
+    (``flink.allocator``): jemalloc preloaded where the machine has it, else glibc's
+    malloc, its arenas capped if ``flink.glibc_arena_max`` is set."""
+    flink = config.flink
+    if flink.allocator == "jemalloc" and JEMALLOC.exists():
+        return {"LD_PRELOAD": str(JEMALLOC)}
+    return {"MALLOC_ARENA_MAX": str(flink.glibc_arena_max)} if flink.glibc_arena_max else {}
 
 
 def code_digest() -> str:
@@ -77,6 +101,9 @@ class FlinkCluster:
             # 2 on one TaskManager would share one core's worth of Python.
             "taskmanager.load-balance.mode": "slots",
             "state.backend.type": "rocksdb",
+            # RocksDB's memory, as gauges the JVM reads (no Python): what the soak
+            # (bench/drills) samples to tell its bounded caches filling from a leak.
+            **{f"state.backend.rocksdb.metrics.{name}": "true" for name in ROCKSDB_MEMORY_METRICS},
             "execution.checkpointing.incremental": "true",
             "execution.checkpointing.dir": (self.home / "checkpoints").as_uri(),
             "execution.checkpointing.savepoint-dir": (self.home / "savepoints").as_uri(),
@@ -175,6 +202,7 @@ class FlinkCluster:
             "FLINK_LOG_DIR": str(self.log_dir),
             "FLINK_PID_DIR": str(self.pid_dir),
             "PYFLINK_CLIENT_EXECUTABLE": sys.executable,
+            **allocator_env(self.config),
         })
         # The job's Python workers import the project's packages from the checkout. In
         # thread mode the TaskManager's embedded interpreter starts from the base Python
