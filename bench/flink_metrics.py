@@ -4,7 +4,9 @@ Per operator (job vertex): ``busyTimeMsPerSecond``, ``backPressuredTimeMsPerSeco
 ``idleTimeMsPerSecond`` (the figures behind the web UI's busy/back-pressure colours),
 aggregated over subtasks with ``agg=max``. Checkpoints: each completed one's end-to-end
 duration and checkpointed size, collected from ``/jobs/<id>/checkpoints`` (which only
-keeps the latest few, hence the polling).
+keeps the latest few, hence the polling). Memory: RocksDB's memory gauges and the
+operators' ``rtd.memory.*`` / ``keys_tracked`` figures (operators/process_memory.py),
+summed over subtasks, for the soak to split the TaskManager's RSS by part.
 """
 
 from __future__ import annotations
@@ -18,14 +20,31 @@ from typing import Any
 import requests
 
 VERTEX_METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "idleTimeMsPerSecond")
+# Metric id suffixes (after the operator's name) that say what native memory holds.
+MEMORY_MARKS = ("rocksdb_", ".rtd.memory.", ".keys_tracked")
+
+
+def memory_figure(metric_id: str) -> tuple[str, bool] | None:
+    """The figure a metric id feeds, and whether its values are maxed rather than summed
+    across column families (RocksDB's block cache is one cache per slot that every
+    column family reports). None for other metrics."""
+    if "rocksdb_" in metric_id:
+        name = "rocksdb_" + metric_id.rsplit("rocksdb_", 1)[1]
+        return name, "block-cache" in name
+    if any(mark in metric_id for mark in MEMORY_MARKS):
+        return metric_id.split(".rtd.", 1)[-1], False
+    return None
 
 
 @dataclass
 class FlinkSamples:
     # (epoch ms, vertex name, metric -> value)
     vertex: list[tuple[int, str, dict[str, float]]] = field(default_factory=list)
-    # checkpoint id -> {trigger_ms, duration_ms, size_bytes, status}
+    # checkpoint id -> {trigger_ms, duration_ms, size_bytes, state_bytes, status}; size is
+    # what the (incremental) checkpoint wrote, state the whole state it covers.
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # (epoch ms, figure -> value): memory_figure's figures, when sampled.
+    memory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     errors: int = 0
     # Job restarts during the run (a TaskManager replaced under the job, a failure):
     # figures of a run with restarts are not comparable.
@@ -62,10 +81,13 @@ def summarize_window(samples: FlinkSamples, start_ms: int, end_ms: int) -> dict[
 class FlinkSampler:
     """Polls the REST API for one job in a background thread."""
 
-    def __init__(self, rest_url: str, job_id: str, interval_s: float = 2.0) -> None:
+    def __init__(self, rest_url: str, job_id: str, interval_s: float = 2.0,
+                 memory: bool = False) -> None:
         self.rest_url = rest_url
         self.job_id = job_id
         self.interval_s = interval_s
+        self.memory = memory
+        self._memory_ids: dict[str, list[str]] = {}  # vertex id -> its memory metric ids
         self.samples = FlinkSamples()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="flink-sampler", daemon=True)
@@ -87,6 +109,8 @@ class FlinkSampler:
             values = {r["id"]: float(r["max"]) for r in rows if "max" in r}
             if values:
                 self.samples.vertex.append((now, name, values))
+        if self.memory:
+            self._sample_memory(now)
         restarts = self._get(f"/jobs/{self.job_id}/metrics?get=numRestarts")
         if restarts:
             self.samples.restarts = int(float(restarts[0].get("value", 0)))
@@ -97,8 +121,30 @@ class FlinkSampler:
                     "trigger_ms": int(cp.get("trigger_timestamp", 0)),
                     "duration_ms": int(cp.get("end_to_end_duration", 0)),
                     "size_bytes": int(cp.get("checkpointed_size", cp.get("state_size", 0))),
+                    "state_bytes": int(cp.get("state_size", 0)),
                     "status": cp["status"],
                 }
+
+    def _sample_memory(self, now: int) -> None:
+        figures: dict[str, float] = {}
+        for vid, _ in self._vertices:
+            path = f"/jobs/{self.job_id}/vertices/{vid}/subtasks/metrics"
+            if not self._memory_ids.get(vid):  # listed once the operators registered them
+                self._memory_ids[vid] = [m["id"] for m in self._get(path)
+                                         if memory_figure(m["id"]) is not None]
+            ids = self._memory_ids[vid]
+            if not ids:
+                continue
+            for row in self._get(f"{path}?get={','.join(ids)}&agg=sum"):
+                figure = memory_figure(row["id"])
+                if figure is None or "sum" not in row:
+                    continue
+                name, shared = figure
+                value = float(row["sum"])
+                figures[name] = max(figures.get(name, 0.0), value) if shared \
+                    else figures.get(name, 0.0) + value
+        if figures:
+            self.samples.memory.append((now, figures))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -118,7 +118,7 @@ class DrillContext:
         if self.samplers:
             self.samplers[-1].stop()
         self.job_id = job_id
-        sampler = FlinkSampler(self.config.flink.rest_url, job_id, interval_s=5.0)
+        sampler = FlinkSampler(self.config.flink.rest_url, job_id, interval_s=5.0, memory=True)
         sampler.start()
         self.samplers.append(sampler)
 
@@ -142,6 +142,7 @@ class DrillContext:
         for i, sampler in enumerate(self.samplers):
             samples = sampler.stop() if i == len(self.samplers) - 1 else sampler.samples
             merged.vertex += samples.vertex
+            merged.memory += samples.memory
             merged.checkpoints.update({(i, k): v for k, v in samples.checkpoints.items()})
             merged.errors += samples.errors
             merged.restarts += samples.restarts

@@ -31,6 +31,10 @@ class Outputs:
     dead_letters: list[dict[str, Any]]
     sent_at: dict[str, int]
     memory: list[tuple[float, float, float, list[int]]] = field(default_factory=list)
+    # From the Flink REST API (bench/flink_metrics.py): (epoch ms, memory figure -> value)
+    # and each completed checkpoint's (trigger epoch ms, whole state bytes).
+    memory_parts: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    checkpoint_state: list[tuple[int, int]] = field(default_factory=list)
 
 
 Verdict = tuple[dict[str, bool], dict[str, Any]]
@@ -211,7 +215,17 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
             early is not None and late_worst is not None
             and late_worst <= max(2 * early, 100.0),
     }
+    # What grew, by part, over the same half (per minute, in each figure's own unit:
+    # RocksDB's in bytes, rtd.memory.* in KiB, keys and Python blocks as counts).
+    half_ms = start + int((s.warmup_s + (total - s.warmup_s) / 2) * 1000)
+    names = sorted({n for _, parts in out.memory_parts for n in parts})
+    parts_slope = {n: _slope_per_min([(at / 1000, parts[n]) for at, parts in out.memory_parts
+                                      if at >= half_ms and n in parts]) for n in names}
+    state = _slope_per_min([(at / 1000, b / 2**20) for at, b in out.checkpoint_state
+                            if at >= half_ms and b])
     figures = {"rss_mib_per_min_second_half": rss_slope,
+               "parts_per_min_second_half": parts_slope,
+               "checkpoint_state_mib_per_min_second_half": state,
                "native_mib_per_min_second_half": native_slope,
                "rss_mib_first_last_max": [samples[0][1], samples[-1][1],
                                           max(x[1] for x in samples)] if samples else None,

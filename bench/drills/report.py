@@ -97,6 +97,14 @@ def _drill_lines(result: DrillResult) -> list[str]:
                    f"over the second half {per_min(f['rss_mib_per_min_second_half'])} "
                    f"(native {per_min(f['native_mib_per_min_second_half'])}). p99 received "
                    f"-> decided per 5 min: {f['p99_ms_per_5_min']} ms."), ""]
+        parts = {k: v for k, v in (f.get("parts_per_min_second_half") or {}).items()
+                 if v is not None}
+        if parts:
+            shown = ", ".join(f"{k} {v:+.3g}" for k, v in sorted(parts.items()))
+            lines += [("Growth per minute over the second half, by part (RocksDB's in bytes, "
+                       f"rtd.memory.* in KiB, keys and Python blocks as counts): {shown}. "
+                       "Checkpointed state: "
+                       f"{per_min(f.get('checkpoint_state_mib_per_min_second_half'))}."), ""]
     return lines
 
 

@@ -131,6 +131,10 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
             cluster.cancel(ctx.job_id)
     outputs = read_outputs(config)
     outputs.memory = memory.samples
+    outputs.memory_parts = flink.memory
+    outputs.checkpoint_state = sorted((c["trigger_ms"], c.get("state_bytes", 0))
+                                      for c in flink.checkpoints.values()
+                                      if c["status"] == "COMPLETED")
     return judge(name, ctx, run, command=command, began=began, summary=summary,
                  load_error=load.error, error=error, hanging=hanging, flink=flink,
                  job_state=job_state, outputs=outputs)

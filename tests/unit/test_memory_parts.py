@@ -1,0 +1,70 @@
+"""The soak's split of native memory by part: which Flink metrics feed which figure
+(bench/flink_metrics.py), and the growth per part the soak's judge reports."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from bench.drills.core import Action, DrillSettings
+from bench.drills.judges import Outputs, soak
+from bench.flink_metrics import FlinkSampler, memory_figure
+
+pytestmark = pytest.mark.unit
+OP = "Features__scoring__decision"
+
+
+def test_memory_figures_by_metric_id():
+    assert memory_figure(f"{OP}.card_features-v2.rocksdb_block-cache-usage") == (
+        "rocksdb_block-cache-usage", True)  # one cache per slot: max, not sum
+    assert memory_figure(f"{OP}.card_features-v2.rocksdb_cur-size-all-mem-tables") == (
+        "rocksdb_cur-size-all-mem-tables", False)
+    assert memory_figure(f"{OP}.rtd.memory.malloc_free_kib") == ("memory.malloc_free_kib", False)
+    assert memory_figure(f"{OP}.rtd.card_features.keys_tracked") == (
+        "card_features.keys_tracked", False)
+    assert memory_figure(f"{OP}.rtd.card_features.working_set_hits") is None
+    assert memory_figure("busyTimeMsPerSecond") is None
+
+
+def test_sampler_sums_column_families_but_not_the_shared_block_cache():
+    listed = [f"{OP}.a.rocksdb_block-cache-usage", f"{OP}.b.rocksdb_block-cache-usage",
+              f"{OP}.a.rocksdb_cur-size-all-mem-tables", f"{OP}.b.rocksdb_cur-size-all-mem-tables",
+              f"{OP}.rtd.memory.malloc_in_use_kib", f"{OP}.numRecordsIn"]
+    values = {listed[0]: 100, listed[1]: 100, listed[2]: 10, listed[3]: 20, listed[4]: 7}
+    sampler = FlinkSampler("http://unused", "job", memory=True)
+    sampler._vertices = [("v1", "features")]
+
+    def fake_get(path: str):
+        if "?get=" not in path:
+            return [{"id": i} for i in listed]
+        asked = path.split("?get=")[1].split("&")[0].split(",")
+        assert f"{OP}.numRecordsIn" not in asked
+        return [{"id": i, "sum": values[i]} for i in asked]
+
+    sampler._get = fake_get
+    sampler._sample_memory(1_000)
+    assert sampler.samples.memory == [(1_000, {"rocksdb_block-cache-usage": 100.0,
+                                               "rocksdb_cur-size-all-mem-tables": 30.0,
+                                               "memory.malloc_in_use_kib": 7.0})]
+
+
+def test_soak_reports_each_part_s_growth_over_the_second_half():
+    start = 1_000_000
+    settings = DrillSettings(warmup_s=0, soak_minutes=10)
+    ctx = SimpleNamespace(settings=settings, actions=[Action(start, "soak begins")])
+    minutes = range(11)
+    out = Outputs([], [], [], [], {})
+    out.memory = [(m * 60.0, 1000.0 + 2 * m, 400.0, [1]) for m in minutes]  # 2 MiB/min
+    # The block cache fills in the first half and stays; the key sets grow all along.
+    out.memory_parts = [(start + m * 60_000, {"rocksdb_block-cache-usage": min(m, 5) * 2**20,
+                                              "card_features.keys_tracked": 1000.0 * m})
+                        for m in minutes]
+    out.checkpoint_state = [(start + m * 60_000, (100 + 2 * m) * 2**20) for m in minutes]
+    checks, figures = soak(out, ctx)
+    parts = figures["parts_per_min_second_half"]
+    assert parts["rocksdb_block-cache-usage"] == pytest.approx(0.0, abs=1e-6)
+    assert parts["card_features.keys_tracked"] == pytest.approx(1000.0)
+    assert figures["checkpoint_state_mib_per_min_second_half"] == pytest.approx(2.0)
+    assert not checks["RSS grows <= 1 MiB/min over the second half"]
+    assert figures["rss_mib_per_min_second_half"] == pytest.approx(2.0)
