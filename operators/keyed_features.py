@@ -167,9 +167,6 @@ class ShardFeatures:
         timings["card_features"] = timings["customer_features"] = now_ms()
         if self._publish.due():
             self._publish_figures()
-        if self._publish_memory.due():
-            for name, figure in native_memory_kib().items():
-                self._memory[name].set(figure)
 
     def _publish_figures(self) -> None:
         for view, published in zip(self._views, self._published, strict=True):
@@ -178,6 +175,9 @@ class ShardFeatures:
             published["working_set_hits"].set(view.entities.hits)
             published["working_set_misses"].set(view.entities.misses)
             published["working_set_miss_us"].set(int(view.entities.miss_seconds * 1e6))
+        if self._publish_memory.due():  # checked here, once a second, not per record
+            for name, figure in native_memory_kib().items():
+                self._memory[name].set(figure)
 
     def expire(self, timestamp: int, shard: int) -> None:
         """Drop the current shard's entities that can no longer affect any window."""

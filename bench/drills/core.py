@@ -109,6 +109,8 @@ class DrillContext:
     extra: dict[str, Any] = field(default_factory=dict)
     samplers: list[FlinkSampler] = field(default_factory=list)
     lag: Callable[[RtdConfig], int] = input_lag  # a test passes its own
+    # Sample the memory parts too (bench/flink_metrics.py): only the soak judges them.
+    memory_parts: bool = False
 
     def act(self, what: str, detail: str = "") -> None:
         self.actions.append(Action(now_ms(), what, detail))
@@ -118,7 +120,8 @@ class DrillContext:
         if self.samplers:
             self.samplers[-1].stop()
         self.job_id = job_id
-        sampler = FlinkSampler(self.config.flink.rest_url, job_id, interval_s=5.0, memory=True)
+        sampler = FlinkSampler(self.config.flink.rest_url, job_id, interval_s=5.0,
+                               memory=self.memory_parts)
         sampler.start()
         self.samplers.append(sampler)
 

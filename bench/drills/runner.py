@@ -93,7 +93,7 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
     cluster.start()
     job_id = submit(config)
     wait_running(cluster, job_id)
-    ctx = DrillContext(config, cluster, job_id, settings, log)
+    ctx = DrillContext(config, cluster, job_id, settings, log, memory_parts=name == "soak")
     ctx.sample(job_id)
     topics = config.kafka.topics
     began = now_ms()
