@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,12 +31,14 @@ class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceService
         self.delay_s = 0.0
         self.fail_code: grpc.StatusCode | None = None
         self.version = 3
+        self.answered = 0  # calls whose delay ran out and that then answered or failed
 
     async def Predict(self, request: Any, context: Any) -> Any:
         self.requests.append(request)
         self.batch_sizes.append(len(amounts_of(request)))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        self.answered += 1
         if self.fail_code is not None:
             await context.abort(self.fail_code, "fake failure")
         return score_response(request, self.version)
@@ -152,15 +153,14 @@ def test_request_names_model_signature_version_and_score_output() -> None:
 def test_slow_server_times_out_on_the_client_deadline() -> None:
     async def scenario() -> None:
         async with fake_server() as (service, port):
-            service.delay_s = 1.0
+            service.delay_s = 5.0
             client = BatchingPredictClient(config(port, timeout_ms=100))
-            started = time.monotonic()
             with pytest.raises(ModelCallError) as caught:
                 await client.predict(row(1.0))
-            elapsed = time.monotonic() - started
+            # The client gave up on its own deadline: the server had not answered yet.
+            assert service.answered == 0 and len(service.requests) == 1
             await client.close()
         assert caught.value.reason == "timeout"
-        assert elapsed < 0.5
         assert client.counters.failures["timeout"] == 1
         assert client.breaker.state == "closed"  # slowness is not unavailability
 
@@ -170,12 +170,12 @@ def test_slow_server_times_out_on_the_client_deadline() -> None:
 def test_nothing_listening_is_unavailable() -> None:
     async def scenario() -> None:
         client = BatchingPredictClient(config(free_port(), timeout_ms=2_000))
-        started = time.monotonic()
         with pytest.raises(ModelCallError) as caught:
             await client.predict(row(1.0))
-        assert time.monotonic() - started < 1.5  # refused, not waited out to the deadline
         await client.close()
+        # Refused, not waited out: a call that ran to its deadline would be a timeout.
         assert caught.value.reason == "unavailable"
+        assert client.counters.failures["timeout"] == 0
 
     run(scenario)
 
@@ -218,11 +218,9 @@ def test_breaker_opens_fails_fast_then_half_open_probe_closes_it() -> None:
             assert client.counters.breaker_opens == 1
 
             # Open: fails at once, without a call on the wire.
-            started = time.monotonic()
             with pytest.raises(ModelCallError) as caught:
                 await client.predict(row(1.0))
             assert caught.value.reason == "unavailable"
-            assert time.monotonic() - started < 0.1
             assert len(service.batch_sizes) == 2 and client.counters.fast_failures == 1
 
             # Reset elapsed: one probe batch goes out; rows arriving while it is in
