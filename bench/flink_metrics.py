@@ -5,8 +5,9 @@ Per operator (job vertex): ``busyTimeMsPerSecond``, ``backPressuredTimeMsPerSeco
 aggregated over subtasks with ``agg=max``. Checkpoints: each completed one's end-to-end
 duration and checkpointed size, collected from ``/jobs/<id>/checkpoints`` (which only
 keeps the latest few, hence the polling). Memory: RocksDB's memory gauges and the
-operators' ``rtd.memory.*`` / ``keys_tracked`` figures (operators/process_memory.py),
-summed over subtasks, for the soak to split the TaskManager's RSS by part.
+operators' ``rtd.memory.*`` (operators/process_memory.py), ``keys_tracked`` and
+``history_in_memory`` figures, summed over subtasks, for the soak to split the
+TaskManager's RSS by part.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import requests
 
 VERTEX_METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "idleTimeMsPerSecond")
 # Metric id suffixes (after the operator's name) that say what native memory holds.
-MEMORY_MARKS = ("rocksdb_", ".rtd.memory.", ".keys_tracked")
+MEMORY_MARKS = ("rocksdb_", ".rtd.memory.", ".keys_tracked", ".history_in_memory")
 
 
 def memory_figure(metric_id: str) -> tuple[str, bool] | None:

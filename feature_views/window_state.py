@@ -37,6 +37,11 @@ def empty_state() -> State:
     return [-1, [], -1]
 
 
+def history_size(state: State) -> int:
+    """How many history entries a state holds: what its memory grows with."""
+    return len(state[1])
+
+
 class ViewComputer:
     """Computes one view's features for an event and folds the event into the state."""
 

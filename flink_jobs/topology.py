@@ -70,7 +70,8 @@ def shard_features(
     job = config.job
     return ShardFeatures(views, job.allowed_lateness_ms, partitions=config.kafka.partitions,
                          delay_ms=job.watermark_delay_ms, idleness_ms=job.idleness_ms,
-                         capacity=job.working_set_entities, key_capacity=job.working_set_keys)
+                         capacity=job.working_set_entities, key_capacity=job.working_set_keys,
+                         history_capacity=job.working_set_history)
 
 
 def by_customer_shard(validated: DataStream, config: RtdConfig,

@@ -9,8 +9,8 @@ history there (docs/contract.md, "Features").
 State: per view, one ``MapState`` per shard (entity key -> compact window state) in
 RocksDB, the store of record that checkpoints and restores see; every write goes through
 to it. In Python only a bounded working set of recently used entities stays
-(operators/working_set.py, ``job.working_set_entities`` per view): a miss reads the
-store. Expiry is on event time: one timer per shard and minute sweeps the shard's stored
+(operators/working_set.py, ``job.working_set_entities`` states and
+``job.working_set_history`` history entries per view): a miss reads the store. Expiry is on event time: one timer per shard and minute sweeps the shard's stored
 entities that can no longer affect any window.
 """
 
@@ -24,7 +24,7 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from feature_views.model import MINUTE_MS, FeatureView
-from feature_views.window_state import ViewComputer, empty_state
+from feature_views.window_state import ViewComputer, empty_state, history_size
 from operators.clock import now_ms
 from operators.metric_values import PublishedValue, Throttle
 from operators.process_memory import native_memory_kib
@@ -60,10 +60,12 @@ def state_descriptor(view: FeatureView) -> MapStateDescriptor:
 class _View:
     __slots__ = ("computer", "entities", "latest_timer", "view")
 
-    def __init__(self, view: FeatureView, store: Any, capacity: int, key_capacity: int) -> None:
+    def __init__(self, view: FeatureView, store: Any, capacity: int, key_capacity: int,
+                 history_capacity: int) -> None:
         self.view = view
         self.computer = ViewComputer(view)
-        self.entities = WorkingSet(store, capacity, key_capacity)
+        self.entities = WorkingSet(store, capacity, key_capacity, weigh=history_size,
+                                   weight_capacity=history_capacity)
         # Per shard, the latest expiry timer set since (re)start; after a restore the
         # checkpointed timers stand, and the first record of a shard sets one again.
         self.latest_timer: dict[int, int] = {}
@@ -76,14 +78,15 @@ class ShardFeatures:
     entity key is the shard's); the first view flags late events, i.e. behind the
     watermark by more than the allowed lateness. ``partitions``, ``delay_ms`` and
     ``idleness_ms``: the source topic's partition count, the watermark delay and the
-    idleness timeout (operators/shard_watermarks.py). ``capacity``: entities per view
-    held in Python; ``key_capacity``: entity keys per view held to know new ones
+    idleness timeout (operators/shard_watermarks.py). ``capacity`` and
+    ``history_capacity``: states and their history entries per view held in Python;
+    ``key_capacity``: entity keys per view held to know new ones
     (operators/working_set.py).
     """
 
     def __init__(self, views: tuple[FeatureView, FeatureView], allowed_lateness_ms: int,
                  partitions: int, delay_ms: int, idleness_ms: int, capacity: int,
-                 key_capacity: int = 500_000) -> None:
+                 key_capacity: int = 500_000, history_capacity: int = 250_000) -> None:
         card_view, customer_view = views
         if card_view.scope != customer_view.entity_key or customer_view.scope is not None:
             raise ValueError(f"{card_view.name} must be scoped to {customer_view.entity_key}, "
@@ -95,12 +98,13 @@ class ShardFeatures:
         self.idleness_ms = idleness_ms
         self.capacity = capacity
         self.key_capacity = key_capacity
+        self.history_capacity = history_capacity
 
     def open(self, runtime_context: RuntimeContext) -> None:
         card_view = self.views[0]
         self._views = tuple(
             _View(view, runtime_context.get_map_state(state_descriptor(view)), self.capacity,
-                  self.key_capacity)
+                  self.key_capacity, self.history_capacity)
             for view in self.views)
         self._watermarks = ShardWatermarks(
             self.partitions, self.delay_ms,
@@ -112,7 +116,8 @@ class ShardFeatures:
         # Pushed, not gauges: operators/metric_values.py.
         self._published = [
             {name: PublishedValue(rtd.add_group(v.view.name), name)
-             for name in ("entities_in_memory", "keys_tracked", "working_set_hits",
+             for name in ("entities_in_memory", "history_in_memory", "keys_tracked",
+                         "working_set_hits",
                           "working_set_misses", "working_set_miss_us")}
             for v in self._views]
         self._publish = Throttle(1.0)
@@ -171,6 +176,7 @@ class ShardFeatures:
     def _publish_figures(self) -> None:
         for view, published in zip(self._views, self._published, strict=True):
             published["entities_in_memory"].set(len(view.entities))
+            published["history_in_memory"].set(view.entities.weight)
             published["keys_tracked"].set(view.entities.keys_tracked)
             published["working_set_hits"].set(view.entities.hits)
             published["working_set_misses"].set(view.entities.misses)

@@ -3,9 +3,13 @@
 The feature operator keeps each entity's window state in a ``MapState`` of the entity's
 shard (entity key -> state). Reading it back costs a JNI crossing and an unpickle per
 read, so the states used most recently stay in Python, least recently used evicted once
-``capacity`` entities are held. Every write goes through to the ``MapState`` at once,
-so checkpoints see every update and an evicted entity loses nothing: the next read of it
-is a miss that reads the store. Memory is bounded by ``capacity``, not by entities seen.
+``capacity`` entities are held, or once their summed ``weigh`` (a feature state's
+history entries, one per event still in a window) passes ``weight_capacity``: a state
+grows with its entity's events, so an entity count alone does not bound memory (the
+hour's soak: 50,000 states per view held 7,800 more entries a minute, docs/
+RELIABILITY.md). Every write goes through to the ``MapState`` at once, so checkpoints
+see every update and an evicted entity loses nothing: the next read of it is a miss that
+reads the store. Memory is bounded by the two capacities, not by entities seen.
 
 An entity key belongs to exactly one shard (the shard is a hash of it), so one LRU can
 serve every shard of a subtask; reads and writes happen only while the keyed context is
@@ -26,22 +30,33 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
 class WorkingSet:
     __slots__ = ("_capacity", "_key_capacity", "_key_count", "_known", "_lru", "_store",
-                 "hits", "miss_seconds", "misses", "untracked_shards")
+                 "_weigh", "_weight", "_weight_capacity", "_weights", "hits", "miss_seconds",
+                 "misses", "untracked_shards")
 
-    def __init__(self, store: Any, capacity: int, key_capacity: int = 500_000) -> None:
+    def __init__(self, store: Any, capacity: int, key_capacity: int = 500_000, *,
+                 weigh: Callable[[Any], int] | None = None,
+                 weight_capacity: int | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, not {capacity}")
         if key_capacity < 0:
             raise ValueError(f"key_capacity must be >= 0, not {key_capacity}")
+        if (weigh is None) != (weight_capacity is None):
+            raise ValueError("weigh and weight_capacity go together")
+        if weight_capacity is not None and weight_capacity < 1:
+            raise ValueError(f"weight_capacity must be >= 1, not {weight_capacity}")
         self._store = store
         self._capacity = capacity
         self._key_capacity = key_capacity
+        self._weigh = weigh
+        self._weight_capacity = weight_capacity or 0
+        self._weight = 0  # summed weight of the states held
+        self._weights: dict[str, int] = {}  # per held key, its weight when last put
         self._lru: OrderedDict[str, Any] = OrderedDict()
         # Per shard: the keys the store holds, or None once the shard is not tracked.
         self._known: dict[int, set[str] | None] = {}
@@ -53,6 +68,11 @@ class WorkingSet:
 
     def __len__(self) -> int:
         return len(self._lru)
+
+    @property
+    def weight(self) -> int:
+        """Summed ``weigh`` of the states held (0 without ``weigh``)."""
+        return self._weight
 
     @property
     def keys_tracked(self) -> int:
@@ -114,7 +134,8 @@ class WorkingSet:
         known = self._known.get(shard)
         for key in keys:
             self._store.remove(key)
-            self._lru.pop(key, None)
+            if self._lru.pop(key, None) is not None and self._weigh is not None:
+                self._weight -= self._weights.pop(key)
             if known is not None and key in known:
                 known.discard(key)
                 self._key_count -= 1
@@ -127,5 +148,17 @@ class WorkingSet:
         lru = self._lru
         lru[key] = state
         lru.move_to_end(key)
-        if len(lru) > self._capacity:
-            lru.popitem(last=False)
+        if self._weigh is None:
+            if len(lru) > self._capacity:
+                lru.popitem(last=False)
+            return
+        # Weighed when put: the caller changes a state between its get and its put.
+        weights = self._weights
+        weight = self._weigh(state)
+        self._weight += weight - weights.get(key, 0)
+        weights[key] = weight
+        # The state just put stays, even alone over the weight capacity: it is in use.
+        while len(lru) > 1 and (len(lru) > self._capacity
+                                or self._weight > self._weight_capacity):
+            evicted, _ = lru.popitem(last=False)
+            self._weight -= weights.pop(evicted)

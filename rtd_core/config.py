@@ -207,6 +207,10 @@ class JobConfig(_Frozen):
     # Per feature view and subtask, the entities whose state stays in Python memory
     # (least recently used evicted; RocksDB holds them all: operators/working_set.py).
     working_set_entities: int = Field(default=50_000, ge=1)
+    # Per feature view and subtask, the history entries (one per event still inside a
+    # window, ~200 bytes each) those states may hold together: a state grows with its
+    # entity's events, so the entity count alone does not bound memory.
+    working_set_history: int = Field(default=250_000, ge=1)
     # Per feature view and subtask, the entity keys held to tell a new entity without a
     # store read (~100 bytes each); past it, the largest shards' misses read the store.
     working_set_keys: int = Field(default=500_000, ge=0)

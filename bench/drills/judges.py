@@ -216,7 +216,8 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
             and late_worst <= max(2 * early, 100.0),
     }
     # What grew, by part, over the same half (per minute, in each figure's own unit:
-    # RocksDB's in bytes, rtd.memory.* in KiB, keys and Python blocks as counts).
+    # RocksDB's in bytes, rtd.memory.* in KiB, keys, history entries and Python blocks
+    # as counts).
     half_ms = start + int((s.warmup_s + (total - s.warmup_s) / 2) * 1000)
     names = sorted({n for _, parts in out.memory_parts for n in parts})
     parts_slope = {n: _slope_per_min([(at / 1000, parts[n]) for at, parts in out.memory_parts

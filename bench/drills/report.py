@@ -102,7 +102,8 @@ def _drill_lines(result: DrillResult) -> list[str]:
         if parts:
             shown = ", ".join(f"{k} {v:+.3g}" for k, v in sorted(parts.items()))
             lines += [("Growth per minute over the second half, by part (RocksDB's in bytes, "
-                       f"rtd.memory.* in KiB, keys and Python blocks as counts): {shown}. "
+                       "rtd.memory.* in KiB, keys, history entries and Python blocks as "
+                       f"counts): {shown}. "
                        "Checkpointed state: "
                        f"{per_min(f.get('checkpoint_state_mib_per_min_second_half'))}."), ""]
     return lines

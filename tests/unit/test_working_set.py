@@ -144,3 +144,53 @@ def test_key_capacity_0_tracks_no_keys() -> None:
     entities.put("x", 1)
     assert entities.get("y") is None and store.gets == 1
     assert entities.get("x") == 1
+
+
+def test_history_entries_bound_memory_as_states_grow() -> None:
+    """A state grows with its entity's events: the summed weight evicts, not only the
+    entity count, and the store still holds every state."""
+    store = FakeMapState()
+    entities = WorkingSet(store, capacity=100, weigh=len, weight_capacity=10)
+    for key in "abc":
+        entities.put(key, [0, 0, 0])
+    assert (len(entities), entities.weight) == (3, 9)
+    state = entities.get("a")
+    state += [0, 0]  # the caller grows a held state, then puts it back
+    entities.put("a", state)
+    # 11 > 10: b, the least recently used, goes; a (5) and c (3) stay
+    assert (len(entities), entities.weight) == (2, 8)
+    assert entities.get("b") == [0, 0, 0] and store.gets == 1  # read back, nothing lost
+    # b held again (11 again): c, now the least recently used, goes
+    assert (len(entities), entities.weight) == (2, 8)
+    assert entities.get("c") == [0, 0, 0] and store.gets == 2
+    entities.remove_all(["a", "b"])
+    assert "a" not in store.data and (len(entities), entities.weight) == (1, 3)
+
+
+def test_a_state_over_the_history_capacity_alone_is_still_held() -> None:
+    store = FakeMapState()
+    entities = WorkingSet(store, capacity=100, weigh=len, weight_capacity=4)
+    entities.put("small", [1])
+    entities.put("big", [1] * 9)
+    assert len(entities) == 1 and entities.weight == 9
+    assert entities.get("big") == [1] * 9 and store.gets == 0
+
+
+def test_weigh_and_weight_capacity_go_together() -> None:
+    with pytest.raises(ValueError, match="together"):
+        WorkingSet(FakeMapState(), capacity=1, weigh=len)
+    with pytest.raises(ValueError, match="weight_capacity"):
+        WorkingSet(FakeMapState(), capacity=1, weigh=len, weight_capacity=0)
+
+
+def test_the_job_bounds_each_view_by_its_history_setting() -> None:
+    """The setting reaches the operator, and a view's states weigh their history."""
+    from feature_views.window_state import empty_state, history_size
+    from flink_jobs.topology import shard_features
+    from rtd_core.config import load_config
+
+    features = shard_features(load_config(job={"working_set_history": 7}))
+    assert features.history_capacity == 7
+    state = empty_state()
+    state[1] += [(1, 2.0), (2, 3.0)]
+    assert history_size(state) == 2 and history_size(empty_state()) == 0
