@@ -10,8 +10,9 @@ State: per view, one ``MapState`` per shard (entity key -> compact window state)
 RocksDB, the store of record that checkpoints and restores see; every write goes through
 to it. In Python only a bounded working set of recently used entities stays
 (operators/working_set.py, ``job.working_set_entities`` states and
-``job.working_set_history`` history entries per view): a miss reads the store. Expiry is on event time: one timer per shard and minute sweeps the shard's stored
-entities that can no longer affect any window.
+``job.working_set_history`` history entries per view): a miss reads the store. Expiry
+is on event time: one timer per shard and minute sweeps the shard's stored entities
+that can no longer affect any window.
 """
 
 from __future__ import annotations
@@ -117,8 +118,7 @@ class ShardFeatures:
         self._published = [
             {name: PublishedValue(rtd.add_group(v.view.name), name)
              for name in ("entities_in_memory", "history_in_memory", "keys_tracked",
-                         "working_set_hits",
-                          "working_set_misses", "working_set_miss_us")}
+                          "working_set_hits", "working_set_misses", "working_set_miss_us")}
             for v in self._views]
         self._publish = Throttle(1.0)
         # The process's native memory (operators/process_memory.py): once per subtask is

@@ -34,6 +34,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
+def _weightless(state: Any) -> int:
+    return 0
+
+
 class WorkingSet:
     __slots__ = ("_capacity", "_key_capacity", "_key_count", "_known", "_lru", "_store",
                  "_weigh", "_weight", "_weight_capacity", "_weights", "hits", "miss_seconds",
@@ -53,7 +57,8 @@ class WorkingSet:
         self._store = store
         self._capacity = capacity
         self._key_capacity = key_capacity
-        self._weigh = weigh
+        # Unweighed, every state weighs 0 and only ``capacity`` evicts.
+        self._weigh = weigh or _weightless
         self._weight_capacity = weight_capacity or 0
         self._weight = 0  # summed weight of the states held
         self._weights: dict[str, int] = {}  # per held key, its weight when last put
@@ -134,7 +139,7 @@ class WorkingSet:
         known = self._known.get(shard)
         for key in keys:
             self._store.remove(key)
-            if self._lru.pop(key, None) is not None and self._weigh is not None:
+            if self._lru.pop(key, None) is not None:
                 self._weight -= self._weights.pop(key)
             if known is not None and key in known:
                 known.discard(key)
@@ -148,10 +153,6 @@ class WorkingSet:
         lru = self._lru
         lru[key] = state
         lru.move_to_end(key)
-        if self._weigh is None:
-            if len(lru) > self._capacity:
-                lru.popitem(last=False)
-            return
         # Weighed when put: the caller changes a state between its get and its put.
         weights = self._weights
         weight = self._weigh(state)
