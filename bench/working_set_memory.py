@@ -59,8 +59,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300.0)
     parser.add_argument("--unbounded", action="store_true",
                         help="bound the states only, not their history entries")
+    parser.add_argument("--history", type=int, default=None,
+                        help="history entries held per view (default: job.working_set_history)")
     args = parser.parse_args()
     job = JobConfig()
+    if args.history is not None:
+        job = job.model_copy(update={"working_set_history": args.history})
     bound = {} if args.unbounded else {"weigh": history_size,
                                        "weight_capacity": job.working_set_history}
     views = [(v, ViewComputer(v), WorkingSet(PickleStore(), job.working_set_entities,
