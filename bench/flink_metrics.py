@@ -21,8 +21,10 @@ from typing import Any
 import requests
 
 VERTEX_METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond", "idleTimeMsPerSecond")
-# Metric id suffixes (after the operator's name) that say what native memory holds.
-MEMORY_MARKS = ("rocksdb_", ".rtd.memory.", ".keys_tracked", ".history_in_memory")
+# Metric id suffixes (after the operator's name) that say what native memory holds, and
+# the working sets' miss counters beside them: what a bound on memory costs in reads.
+MEMORY_MARKS = ("rocksdb_", ".rtd.memory.", ".keys_tracked", ".history_in_memory",
+                ".working_set_misses", ".working_set_miss_us")
 
 
 def memory_figure(metric_id: str) -> tuple[str, bool] | None:

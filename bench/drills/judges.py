@@ -217,7 +217,7 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
     }
     # What grew, by part, over the same half (per minute, in each figure's own unit:
     # RocksDB's in bytes, rtd.memory.* in KiB, keys, history entries and Python blocks
-    # as counts).
+    # as counts; the working sets' miss counters are cumulative, so theirs is a rate).
     half_ms = start + int((s.warmup_s + (total - s.warmup_s) / 2) * 1000)
     names = sorted({n for _, parts in out.memory_parts for n in parts})
     parts_slope = {n: _slope_per_min([(at / 1000, parts[n]) for at, parts in out.memory_parts

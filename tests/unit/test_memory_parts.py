@@ -23,6 +23,8 @@ def test_memory_figures_by_metric_id():
     assert memory_figure(f"{OP}.rtd.memory.malloc_free_kib") == ("memory.malloc_free_kib", False)
     assert memory_figure(f"{OP}.rtd.card_features.keys_tracked") == (
         "card_features.keys_tracked", False)
+    assert memory_figure(f"{OP}.rtd.card_features.working_set_miss_us") == (
+        "card_features.working_set_miss_us", False)
     assert memory_figure(f"{OP}.rtd.card_features.working_set_hits") is None
     assert memory_figure("busyTimeMsPerSecond") is None
 
