@@ -7,9 +7,10 @@ The store is a dict of pickles standing in for RocksDB (its blocks are subtracte
 Every simulated minute, after a full ``gc.collect()``, it prints the interpreter's
 allocated blocks, the states and history entries held per view and the hit rate, then
 the growth per minute over the second half. ``--unbounded`` leaves out the history bound
-(``job.working_set_history``), as before it existed; docs/RELIABILITY.md has the figures.
+(``job.working_set_history``), as before it existed; ``--history N`` holds N entries a
+view instead of the default; docs/RELIABILITY.md has the figures.
 
-    python -m bench.working_set_memory --minutes 60 [--unbounded]
+    python -m bench.working_set_memory --minutes 60 [--unbounded | --history 100000]
 """
 
 from __future__ import annotations
@@ -62,9 +63,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=None,
                         help="history entries held per view (default: job.working_set_history)")
     args = parser.parse_args()
-    job = JobConfig()
-    if args.history is not None:
-        job = job.model_copy(update={"working_set_history": args.history})
+    job = JobConfig() if args.history is None else JobConfig(working_set_history=args.history)
     bound = {} if args.unbounded else {"weigh": history_size,
                                        "weight_capacity": job.working_set_history}
     views = [(v, ViewComputer(v), WorkingSet(PickleStore(), job.working_set_entities,
