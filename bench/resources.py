@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -120,6 +120,13 @@ class ResourceSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def summarize_resources(samples: list[tuple[int, str, float, int]], start_ms: int,

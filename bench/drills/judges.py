@@ -3,13 +3,16 @@ checks (name -> held) and figures for the report, from the outputs read back."""
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.drills import coincide
 from bench.drills.core import RECOVERY_GOAL_S, DrillContext, recovery_times
 from bench.reference_features import judge_traces
+from bench.resources import LOAD_GROUP
 from bench.stats import latency_summary
 from decisioning.trace import trace_timings
 
@@ -35,6 +38,12 @@ class Outputs:
     # and each completed checkpoint's (trigger epoch ms, whole state bytes).
     memory_parts: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     checkpoint_state: list[tuple[int, int]] = field(default_factory=list)
+    # The soak's: operators' busy/back-pressured samples (epoch ms, vertex, metric ->
+    # value), completed checkpoints' (trigger epoch ms, duration ms), and every process
+    # group's CPU (bench/resources.py's samples).
+    vertex: list[tuple[int, str, dict[str, float]]] = field(default_factory=list)
+    checkpoints: list[tuple[int, int]] = field(default_factory=list)
+    resources: list[tuple[int, str, float, int]] = field(default_factory=list)
 
 
 Verdict = tuple[dict[str, bool], dict[str, Any]]
@@ -231,7 +240,54 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
                "rss_mib_first_last_max": [samples[0][1], samples[-1][1],
                                           max(x[1] for x in samples)] if samples else None,
                "p99_ms_per_5_min": p99s}
+    per_minute = soak_minutes(out, start)
+    figures["per_minute"] = {name: [[m, round(v, 2)] for m, v in sorted(values.items())]
+                             for name, values in per_minute.items()}
+    figures["p99_moves_with"] = coincide.moves_with(per_minute, "p99_ms",
+                                                    leave_out=("p50_ms",))[:8]
     return checks, figures
+
+
+def _vertex_label(name: str) -> str:
+    """A job vertex's first named operator ("rtd_transactions", "Features, scoring,
+    decision", "rtd_dlq"): PyFlink's anonymous ones ("*anonymous_datastream_source$4*")
+    say nothing."""
+    parts = [p.strip() for p in re.split(r" -> |\(|\)", name)]
+    named = next((p for p in parts if p and not p.startswith("*")), name)
+    return re.sub(r"\[\d+\].*$", "", named.removeprefix("Source: "))[:32]
+
+
+def soak_minutes(out: Outputs, start_ms: int) -> dict[str, dict[int, float]]:
+    """Per minute since the soak began: p99/p50 received -> decided and decisions (by
+    decision time), the longest checkpoint triggered, each operator's busy and
+    back-pressured ms/s, the working sets' misses and every process group's CPU."""
+    decided = [(_decided_ms(t), float(_decision_ms(t))) for t in out.traces]
+    series: dict[str, dict[int, float]] = {}
+    by_minute: dict[int, list[float]] = {}
+    for at, latency in decided:
+        if at >= start_ms:
+            by_minute.setdefault((at - start_ms) // coincide.MINUTE_MS, []).append(latency)
+    series["p99_ms"] = {m: float(latency_summary(v)["p99"]) for m, v in by_minute.items()}
+    series["p50_ms"] = {m: float(latency_summary(v)["p50"]) for m, v in by_minute.items()}
+    series["decisions"] = {m: float(len(v)) for m, v in by_minute.items()}
+    series["checkpoint ms (max)"] = coincide.bucket(out.checkpoints, start_ms, how="max")
+    for metric, label in (("busyTimeMsPerSecond", "busy"),
+                          ("backPressuredTimeMsPerSecond", "back-pressured")):
+        for vertex in sorted({name for _, name, _ in out.vertex}):
+            points = [(at, v[metric]) for at, name, v in out.vertex
+                      if name == vertex and metric in v]
+            if points:
+                series[f"{_vertex_label(vertex)} {label}"] = coincide.bucket(points, start_ms)
+    counters = sorted({n for _, parts in out.memory_parts for n in parts
+                       if n.endswith((".working_set_misses", ".working_set_miss_us"))})
+    for name in counters:
+        series[name] = coincide.counter_rate(
+            [(at, parts[name]) for at, parts in out.memory_parts if name in parts], start_ms)
+    for group in sorted({g for _, g, _, _ in out.resources}):
+        label = "load average" if group == LOAD_GROUP else f"cpu {group}"
+        series[label] = coincide.bucket(
+            [(at, cpu) for at, g, cpu, _ in out.resources if g == group], start_ms)
+    return {name: values for name, values in series.items() if values}
 
 
 JUDGES = {"taskmanager-kill": taskmanager_kill, "broker-restart": broker_restart,

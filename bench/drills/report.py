@@ -23,9 +23,12 @@ def chart(result: DrillResult, path: Path) -> None:
 
     rows = result.series["windows"]
     memory = result.series.get("memory") or []
+    cpu = {name.removeprefix("cpu "): values
+           for name, values in (result.figures.get("per_minute") or {}).items()
+           if name.startswith("cpu ") and values and max(v for _, v in values) >= 5}
     t = [r["t_s"] for r in rows]
-    fig, axes = plt.subplots(3 if memory else 2, 1, figsize=(8, 7.5 if memory else 5.5),
-                             sharex=True)
+    panels = 2 + bool(memory) + bool(cpu)
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 2.5 * panels), sharex=True)
     axes[0].plot(t, [r["per_s"] for r in rows], label="decisions/s (5 s windows)")
     axes[0].axhline(result.settings["rate"], linestyle=":", color="grey", label="input rate")
     axes[0].set_ylabel("per second")
@@ -42,6 +45,15 @@ def chart(result: DrillResult, path: Path) -> None:
                      label="of which native (not Java heap)")
         axes[2].set_ylabel("MiB")
         axes[2].set_ylim(bottom=0)
+    if cpu:
+        # Per-minute means, placed at each minute's middle since the soak began.
+        offset = next((a["t_s"] for a in result.actions if a["what"].startswith("soak begins")),
+                      0.0)
+        for name, values in sorted(cpu.items()):
+            axes[-1].plot([offset + 60 * m + 30 for m, _ in values], [v for _, v in values],
+                          label=name)
+        axes[-1].set_ylabel("CPU, % of a core\n(per-minute mean)")
+        axes[-1].set_ylim(bottom=0)
     axes[-1].set_xlabel("seconds since the drill began")
     for ax in axes:
         for a in result.actions:
@@ -107,6 +119,12 @@ def _drill_lines(result: DrillResult) -> list[str]:
                        f"counters, as a rate): {shown}. "
                        "Checkpointed state: "
                        f"{per_min(f.get('checkpoint_state_mib_per_min_second_half'))}."), ""]
+        moves = f.get("p99_moves_with") or []
+        if moves:
+            shown = ", ".join(f"{name} {rho:+.2f}" for name, rho, _ in moves)
+            lines += [("What the per-minute p99 moved with (Spearman's rank correlation over "
+                       f"{moves[0][2]} minutes, strongest first; the run's JSON report holds "
+                       f"every series per minute, bench/drills/coincide.py): {shown}."), ""]
     return lines
 
 

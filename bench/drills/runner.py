@@ -3,7 +3,9 @@ of all three outputs that every drill must pass, then the drill's own judgement.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,7 @@ from bench.drills.core import (
     windows,
 )
 from bench.drills.judges import Outputs
+from bench.resources import ResourceSampler, stack_groups
 from bench.soak import MemorySampler
 from bench.stats import latency_summary
 from rtd_core.config import RtdConfig
@@ -99,7 +102,13 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
     began = now_ms()
     error = None
     hanging: dict[str, int] = {}
-    with MemorySampler(cluster.pid_dir, interval_s=10.0 if name == "soak" else 5.0) as memory:
+    # The soak also samples every process's CPU, for its judge to line p99 up with
+    # (bench/drills/coincide.py): the stack's, the drill's own (load, samplers) and others'.
+    resources = ResourceSampler(
+        lambda: {**stack_groups(cluster.pid_dir, None), "drill": [os.getpid()]},
+        interval_s=5.0) if name == "soak" else None
+    with MemorySampler(cluster.pid_dir, interval_s=10.0 if name == "soak" else 5.0) as memory, \
+            (resources or contextlib.nullcontext()):
         try:
             # Long enough for the longest catch-up; stopped once the actions are done.
             load_s = drill.load_s(settings) + settings.catch_up_max_s
@@ -132,6 +141,11 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
     outputs = read_outputs(config)
     outputs.memory = memory.samples
     outputs.memory_parts = flink.memory
+    outputs.vertex = flink.vertex
+    outputs.checkpoints = sorted((c["trigger_ms"], c["duration_ms"])
+                                 for c in flink.checkpoints.values()
+                                 if c["status"] == "COMPLETED")
+    outputs.resources = resources.samples if resources else []
     outputs.checkpoint_state = sorted((c["trigger_ms"], c.get("state_bytes", 0))
                                       for c in flink.checkpoints.values()
                                       if c["status"] == "COMPLETED")

@@ -1,0 +1,83 @@
+"""What a soak's p99 moved with (bench/drills/coincide.py, judges.soak_minutes): the
+series must line up by minute, and the ranking must find the series that follows p99,
+not one that merely trends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.drills import coincide, judges
+from bench.drills.judges import Outputs, soak_minutes
+from bench.resources import LOAD_GROUP
+
+pytestmark = pytest.mark.unit
+
+START = 1_000_000
+MIN = coincide.MINUTE_MS
+
+
+def test_bucket_reduces_per_minute_and_drops_points_before_the_start():
+    points = [(START - 1, 99.0), (START, 1.0), (START + 30_000, 3.0), (START + MIN, 5.0)]
+    assert coincide.bucket(points, START) == {0: 2.0, 1: 5.0}
+    assert coincide.bucket(points, START, how="max") == {0: 3.0, 1: 5.0}
+    assert coincide.bucket(points, START, how="count") == {0: 2.0, 1: 1.0}
+
+
+def test_counter_rate_is_the_rise_per_minute_and_a_reset_is_not_negative():
+    points = [(START + 10, 100.0), (START + 50_000, 160.0), (START + MIN + 5, 200.0),
+              (START + 2 * MIN + 5, 10.0), (START + 3 * MIN + 5, 70.0)]
+    assert coincide.counter_rate(points, START) == {1: 40.0, 2: 0.0, 3: 60.0}
+
+
+def test_spearman_handles_ties_and_refuses_constant_or_short_series():
+    assert coincide.spearman([1, 2, 3, 4, 5], [10, 20, 30, 40, 50]) == pytest.approx(1.0)
+    assert coincide.spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert coincide.spearman([1, 1, 2, 2, 3], [1, 1, 2, 2, 3]) == pytest.approx(1.0)
+    assert coincide.spearman([1, 2, 3, 4, 5], [7, 7, 7, 7, 7]) is None
+    assert coincide.spearman([1, 2, 3], [1, 2, 3]) is None
+
+
+def test_moves_with_ranks_the_follower_above_a_trend_and_leaves_out_what_it_is_told():
+    minutes = range(12)
+    waves = [100, 900, 120, 1500, 110, 130, 1700, 90, 100, 1200, 95, 105]
+    series = {
+        "p99_ms": dict(zip(minutes, map(float, waves), strict=True)),
+        "p50_ms": {m: w / 2 for m, w in zip(minutes, waves, strict=True)},
+        "cpu others": {m: 5.0 + w / 20 for m, w in zip(minutes, waves, strict=True)},
+        "keys": {m: float(m) for m in minutes},
+        "flat": {m: 1.0 for m in minutes},
+    }
+    found = judges.coincide.moves_with(series, "p99_ms", leave_out=("p50_ms",))
+    assert [name for name, _, _ in found][:1] == ["cpu others"]
+    assert found[0][1] == pytest.approx(1.0) and found[0][2] == 12
+    assert "flat" not in {name for name, _, _ in found}
+    assert "p50_ms" not in {name for name, _, _ in found}
+    assert abs({n: r for n, r, _ in found}["keys"]) < 0.5
+
+
+def test_soak_minutes_lines_up_every_sampled_source(monkeypatch):
+    # Traces reduced to their two timings: the judge's own readers are swapped for these.
+    monkeypatch.setattr(judges, "_decided_ms", lambda t: t["decided"])
+    monkeypatch.setattr(judges, "_decision_ms", lambda t: t["decided"] - t["received"])
+    traces = [{"received": START + m * MIN + i * 100 - lat, "decided": START + m * MIN + i * 100}
+              for m, lat in enumerate((20, 40, 600)) for i in range(100)]
+    out = Outputs(decisions=[], decision_append_ms=[], traces=traces, dead_letters=[],
+                  sent_at={})
+    out.checkpoints = [(START + 1_000, 300), (START + 2_000, 500), (START + MIN + 1, 90)]
+    out.vertex = [(START + 5_000, "Source: rtd_transactions[1] -> Calc[2]", {"busyTimeMsPerSecond": 400.0,
+                   "backPressuredTimeMsPerSecond": 0.0})]
+    out.memory_parts = [(START + m * MIN + 1, {"card_features.working_set_misses": 50.0 * m})
+                        for m in range(3)]
+    out.resources = [(START + m * MIN + 2, g, cpu, 0) for m in range(3)
+                     for g, cpu in (("kafka", 20.0 + m), (LOAD_GROUP, 2.5))]
+    series = soak_minutes(out, START)
+    assert series["decisions"] == {0: 100.0, 1: 100.0, 2: 100.0}
+    assert series["p99_ms"][2] == 600.0 and series["p50_ms"][0] == 20.0
+    assert series["checkpoint ms (max)"] == {0: 500.0, 1: 90.0}
+    assert series["rtd_transactions busy"] == {0: 400.0}
+    assert series["card_features.working_set_misses"] == {1: 50.0, 2: 50.0}
+    assert series["cpu kafka"] == {0: 20.0, 1: 21.0, 2: 22.0}
+    assert series["load average"] == {0: 2.5, 1: 2.5, 2: 2.5}
+    assert json.dumps({k: sorted(v.items()) for k, v in series.items()})
