@@ -225,11 +225,17 @@ class PipelinedBatchClient:
         self._next_call = 0
         self._relay: _Relay | None = None
         self._call_s = INITIAL_CALL_S  # a moving average of answered calls' round trips
-        # The latest finished call ran out of time at the server. Then waiting for a call slot would
-        # hold every record upstream for a deadline per call: a model slower than its
-        # deadline would slow the job to the calls' pace (seen in the model-chaos drill:
-        # 70 decisions/s and a p99 of 5.5 s at 200 events/s). While it holds, rows wait
-        # in the queue instead, and fall back once their own deadline has passed.
+        # A call ran out of time at the server, and no call has come back otherwise since.
+        # Then waiting for a call slot would hold every record upstream for a deadline
+        # per call: a model slower than its deadline would slow the job to the calls'
+        # pace (seen in the model-chaos drill: 70 decisions/s and a p99 of 5.5 s at 200
+        # events/s). While it holds, rows wait in the queue instead, and fall back once
+        # their own deadline has passed. A call the client gave up on itself (its answer
+        # later than the deadline plus ANSWER_GRACE_S, a starved relay or pipe) neither
+        # sets nor clears it: that says more about this machine than about the server.
+        # Clearing it there could let the caller wait a deadline per batch again in the
+        # middle of a latency spike (the suspect in model-chaos run 1551-f79378: p99
+        # 980 ms in the spike against a 500 ms budget).
         self._timing_out = False
         self._start_relay()
 
@@ -428,7 +434,8 @@ class PipelinedBatchClient:
 
     def _account(self, took_s: float, rows: int, outcome: Reason | None) -> None:
         self.breaker.record(outcome)
-        self._timing_out = False  # set again by _answered when the server timed out
+        if outcome != "timeout":
+            self._timing_out = False  # the server answered, or is not there at all
         if self._on_call is not None:
             self._on_call(took_s * 1000.0, rows, outcome)
 

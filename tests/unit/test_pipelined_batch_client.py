@@ -271,3 +271,38 @@ def test_rows_expiring_unsent_do_not_make_the_caller_wait_for_a_timed_out_model(
         client.close()
     assert sorted(map(str, (f.tag for f in finished))) == ["0", "1", "2", "3", "third"]
     assert all(f.error and f.error.reason == "timeout" for f in expired + finished)
+
+
+def test_a_call_the_client_gave_up_on_itself_does_not_end_a_latency_spike() -> None:
+    """Only an answer says the server is back: a call dropped for an answer later than
+    its deadline plus the pipe's grace (a starved relay on a loaded machine) leaves the
+    caller not waiting behind calls that time out."""
+    skew = [0.0]  # how far the client's clock runs ahead: its answers look late
+
+    def clock() -> float:
+        return time.monotonic() + skew[0]
+
+    with fake_server() as (service, port):
+        service.delay_s = 2.0
+        client = PipelinedBatchClient(config(port, timeout_ms=300, max_batch_size=4,
+                                             max_in_flight=1), clock=clock)
+        client.add("first", row(1.0))
+        client.poll()
+        assert [f.error and f.error.reason for f in drive(client, timeout_s=5.0)] == [
+            "timeout"]  # at the server: the caller stops waiting for slots
+        client.add("second", row(1.0))
+        client.poll()  # out
+        skew[0] = 1.0  # long past its deadline before the relay says anything
+        given_up = client.poll()
+        assert [(f.tag, f.error and f.error.detail) for f in given_up] == [
+            ("second", "no answer within the call's deadline")]
+        client.add("third", row(1.0))
+        client.poll()  # out, and it will time out
+        returned = []
+        for i in range(4):  # a full batch behind the busy slot
+            returned += client.add(i, row(2.0))
+        assert returned == [] and client.outstanding == 5
+        finished = drive(client, timeout_s=5.0)
+        client.close()
+    assert sorted(map(str, (f.tag for f in finished))) == ["0", "1", "2", "3", "third"]
+
