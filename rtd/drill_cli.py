@@ -27,8 +27,9 @@ def drill(
     load_share: Annotated[float | None, typer.Option(
         help=f"share of the measured peak [default: {DEFAULT_LOAD_SHARE:g}, "
              f"the soak {SOAK_LOAD_SHARE:g}]")] = None,
-    peak: Annotated[float, typer.Option(
-        help="measured peak decisions/s (docs/BENCHMARKS.md)")] = MEASURED_PEAK_PER_S,
+    peak: Annotated[float | None, typer.Option(
+        help="measured peak decisions/s; default: the newest `rtd bench` result in "
+             f"out/bench, else {MEASURED_PEAK_PER_S:g} (docs/BENCHMARKS.md)")] = None,
     kills: Annotated[int, typer.Option(help="taskmanager-kill: how many kills")] = 5,
     interval: Annotated[float, typer.Option(help="taskmanager-kill: s between kills")] = 60.0,
     down: Annotated[float, typer.Option(help="broker-restart: s the broker stays down")] = 30.0,
@@ -60,9 +61,12 @@ def drill(
     _require_stack(base, config)
     if load_share is None:
         load_share = SOAK_LOAD_SHARE if name == "soak" else DEFAULT_LOAD_SHARE
-    settings = DrillSettings(rate=rate if rate is not None else peak * load_share, kills=kills,
-                             interval_s=interval, broker_down_s=down, warmup_s=warmup,
-                             tail_s=tail, model_down_s=model_down, chaos_phase_s=chaos_phase,
+    if rate is None:
+        if peak is None:
+            peak = _measured_peak(PROJECT_ROOT / "out" / "bench")
+        rate = peak * load_share
+    settings = DrillSettings(rate=rate, kills=kills, interval_s=interval, broker_down_s=down,
+                             warmup_s=warmup, tail_s=tail, model_down_s=model_down, chaos_phase_s=chaos_phase,
                              rescale_hold_s=hold, hostile_count=hostile,
                              hostile_rate=hostile_rate, soak_minutes=minutes)
     command = "rtd drill " + shlex.join(sys.argv[2:])
@@ -79,6 +83,22 @@ def drill(
             failed.append(n)
     if failed:
         raise typer.Exit(1)
+
+
+def _measured_peak(bench_dir) -> float:
+    """The peak a drill's load is a share of, and where it comes from, said aloud: a
+    peak measured on another machine can make the load too heavy or too light here."""
+    from bench.drills.core import latest_peak
+
+    found = latest_peak(bench_dir)
+    if found is None:
+        console.print(f"[yellow]no `rtd bench` result in {bench_dir}[/yellow]: the load is a "
+                      f"share of {MEASURED_PEAK_PER_S:g}/s, a peak measured on another "
+                      "machine (docs/BENCHMARKS.md). For one measured here, run `rtd bench "
+                      "--preset short --systems ours` first, or pass --peak or --rate.")
+        return MEASURED_PEAK_PER_S
+    console.print(f"peak {found.per_s:.0f}/s from `rtd bench` run {found.run} ({found.path})")
+    return found.per_s
 
 
 def _require_stack(config, config_file) -> None:
