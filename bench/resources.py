@@ -65,10 +65,57 @@ def stack_groups(stack_run_dir: Path, job_started_s: float | None) -> dict[str, 
     return groups
 
 
+# What a TaskManager's threads do, by the name the JVM (or RocksDB) gives them: its
+# background compactions and flushes ("rocksdb:low", "rocksdb:high") share the machine's
+# two cores with the task threads that run the job's Python (named after their
+# operators), so a process's CPU alone cannot tell them apart.
+THREAD_CLASSES = (("rocksdb", ("rocksdb:",)),
+                  ("jvm gc and compiler", ("GC Thread", "G1 ", "C1 Compiler", "C2 Compiler",
+                                           "VM Thread", "VM Periodic")),
+                  ("kafka clients", ("kafka-producer", "kafka-coordinator", "Source Data Fet")))
+# Flink names a task thread after its chain's first operator, cut to 15 characters.
+TASK_THREAD = "task"
+
+
+def thread_class(name: str) -> str:
+    """The class of a thread of a TaskManager, by its name (/proc/<pid>/task/<tid>/comm)."""
+    for label, prefixes in THREAD_CLASSES:
+        if name.startswith(prefixes):
+            return label
+    if name.startswith(("Features, scori", "Source: ")) or " -> " in name:
+        return f"{TASK_THREAD} {name}"
+    return "other"
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each thread class of a process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        label = thread_class(name)
+        out[label] = out.get(label, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 class ResourceSampler:
-    def __init__(self, groups: Groups, interval_s: float = 1.0) -> None:
+    def __init__(self, groups: Groups, interval_s: float = 1.0,
+                 threads_of: Callable[[], list[int]] | None = None) -> None:
+        """``threads_of``: processes whose threads are also sampled by class
+        (``thread_class``), as groups named ``threads: <class>``."""
         self.groups = groups
         self.interval_s = interval_s
+        self.threads_of = threads_of
+        self._thread_seconds: dict[tuple[int, str], float] = {}
+        self._thread_at = time.monotonic()
         # (epoch ms, group, cpu % of one core, rss bytes)
         self.samples: list[tuple[int, str, float, int]] = []
         self._procs: dict[int, psutil.Process] = {}
@@ -109,6 +156,26 @@ class ResourceSampler:
         self.samples.append((now, "others", max(machine - known, 0.0), 0))
         # Runnable processes, averaged over a minute: above 2 the two cores are oversold.
         self.samples.append((now, LOAD_GROUP, os.getloadavg()[0], 0))
+        if self.threads_of is not None:
+            self._sample_threads(now)
+
+    def _sample_threads(self, now: int) -> None:
+        """Per thread class: % of a core since the previous sample (a thread that ended
+        in between takes its last seconds with it: a slight undercount)."""
+        at = time.monotonic()
+        span = max(at - self._thread_at, 1e-3)
+        seconds: dict[tuple[int, str], float] = {}
+        for pid in self.threads_of():
+            for label, used in thread_cpu_seconds(pid).items():
+                seconds[(pid, label)] = used
+        per: dict[str, float] = {}
+        for key, used in seconds.items():
+            before = self._thread_seconds.get(key)
+            if before is not None:
+                per[key[1]] = per.get(key[1], 0.0) + max(used - before, 0.0) / span * 100
+        for label, cpu in sorted(per.items()):
+            self.samples.append((now, f"threads: {label}", cpu, 0))
+        self._thread_seconds, self._thread_at = seconds, at
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -46,6 +46,8 @@ def job_configuration(config: RtdConfig) -> Configuration:
     conf.set_string("python.map-state.write-cache-size", str(flink.bundle_size * 4))
     conf.set_string("state.backend.type", "rocksdb")
     conf.set_string("execution.checkpointing.incremental", "true")
+    conf.set_string("state.backend.rocksdb.compaction.style", flink.rocksdb_compaction_style)
+    conf.set_string("state.backend.rocksdb.timer-service.factory", flink.timer_service)
     conf.set_string("pipeline.name", config.job.name)
     return conf
 

@@ -121,6 +121,16 @@ class FlinkConfig(_Frozen):
     bundle_size: int = 1_000
     bundle_time_ms: int = 20
     state_cache_size: int = 10_000
+    # RocksDB's compaction style and where Flink keeps timers (job-level, so they hold
+    # on any cluster). Each checkpoint (every 500 ms) flushes the memtables into new L0
+    # files, and with keys spread at random every L0->L1 compaction under LEVEL rewrites
+    # all of L1: in the soak, RocksDB's compaction threads took as much CPU as the
+    # job's Python task (35-44% of a core each at 350/s). UNIVERSAL merges sorted runs
+    # of similar size instead; HEAP keeps the per-shard answer and expiry timers on the
+    # heap rather than a RocksDB write and delete each. Defaults: Flink's, until
+    # measured (docs/BENCHMARKS.md).
+    rocksdb_compaction_style: Literal["LEVEL", "UNIVERSAL"] = "LEVEL"
+    timer_service: Literal["ROCKSDB", "HEAP"] = "ROCKSDB"
     # How long a network buffer may wait before it is sent downstream (Flink's
     # execution.buffer-timeout, default 100 ms): a floor on each shuffle's latency at
     # low rates. -1 keeps Flink's default.

@@ -104,9 +104,12 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
     hanging: dict[str, int] = {}
     # The soak also samples every process's CPU, for its judge to line p99 up with
     # (bench/drills/coincide.py): the stack's, the drill's own (load, samplers) and others'.
+    # The TaskManagers' threads by class too: RocksDB's compactions beside the tasks.
     resources = ResourceSampler(
         lambda: {**stack_groups(cluster.pid_dir, None), "drill": [os.getpid()]},
-        interval_s=5.0) if name == "soak" else None
+        interval_s=5.0,
+        threads_of=lambda: stack_groups(cluster.pid_dir, None)["flink-taskmanager"],
+    ) if name == "soak" else None
     with MemorySampler(cluster.pid_dir, interval_s=10.0 if name == "soak" else 5.0) as memory, \
             (resources or contextlib.nullcontext()):
         try:

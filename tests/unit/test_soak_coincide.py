@@ -81,3 +81,42 @@ def test_soak_minutes_lines_up_every_sampled_source(monkeypatch):
     assert series["cpu kafka"] == {0: 20.0, 1: 21.0, 2: 22.0}
     assert series["load average"] == {0: 2.5, 1: 2.5, 2: 2.5}
     assert json.dumps({k: sorted(v.items()) for k, v in series.items()})
+
+
+def test_taskmanager_threads_are_told_apart_by_name():
+    from bench.resources import thread_class
+
+    assert thread_class("rocksdb:low") == thread_class("rocksdb:high") == "rocksdb"
+    assert thread_class("Features, scori") == "task Features, scori"
+    assert thread_class("Source: rtd_tra") == "task Source: rtd_tra"
+    assert thread_class("C2 CompilerThre") == thread_class("GC Thread#0") == (
+        "jvm gc and compiler")
+    assert thread_class("kafka-producer-") == "kafka clients"
+    assert thread_class("flink-pekko.rem") == "other"
+
+
+def test_thread_cpu_is_sampled_per_class_as_a_share_of_a_core():
+    import os
+    import threading
+    import time
+
+    from bench.resources import ResourceSampler, thread_cpu_seconds
+
+    assert sum(thread_cpu_seconds(os.getpid()).values()) > 0
+    sampler = ResourceSampler(dict, threads_of=lambda: [os.getpid()])
+    done = threading.Event()
+
+    def spin() -> None:
+        while not done.is_set():
+            pass
+
+    worker = threading.Thread(target=spin)  # alive across both samples: counted
+    worker.start()
+    sampler.sample()  # the first sample only starts the count
+    time.sleep(0.5)
+    sampler.sample()
+    done.set()
+    worker.join()
+    threads = {g: cpu for _, g, cpu, _ in sampler.samples if g.startswith("threads: ")}
+    assert threads, sampler.samples
+    assert 20 < sum(threads.values()) <= 100 * (os.cpu_count() or 1) + 1
