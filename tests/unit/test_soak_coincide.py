@@ -120,3 +120,18 @@ def test_thread_cpu_is_sampled_per_class_as_a_share_of_a_core():
     threads = {g: cpu for _, g, cpu, _ in sampler.samples if g.startswith("threads: ")}
     assert threads, sampler.samples
     assert 20 < sum(threads.values()) <= 100 * (os.cpu_count() or 1) + 1
+
+
+def test_compare_means_each_series_over_the_minutes_asked(tmp_path, capsys):
+    from bench.drills.compare import main, means
+
+    report = {"run": "r1", "settings": {"rate": 350.0},
+              "figures": {"per_minute": {"p99_ms": [[0, 900.0], [1, 100.0], [2, 300.0]],
+                                         "cpu threads: rocksdb": [[2, 40.0], [3, 44.0]]}}}
+    assert means(report, ["p99_ms", "cpu threads: rocksdb", "absent"], 1, 2) == {
+        "p99_ms": 200.0, "cpu threads: rocksdb": 40.0}
+    path = tmp_path / "soak.json"
+    path.write_text(json.dumps(report))
+    main([str(path), "--from-minute", "1"])
+    shown = capsys.readouterr().out
+    assert "200.0" in shown and "42.0" in shown and "r1" in shown
