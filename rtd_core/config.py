@@ -127,8 +127,9 @@ class FlinkConfig(_Frozen):
     # all of L1: in the soak, RocksDB's compaction threads took as much CPU as the
     # job's Python task (35-44% of a core each at 350/s). UNIVERSAL merges sorted runs
     # of similar size instead; HEAP keeps the per-shard answer and expiry timers on the
-    # heap rather than a RocksDB write and delete each. Defaults: Flink's, until
-    # measured (docs/BENCHMARKS.md).
+    # heap rather than a RocksDB write and delete each. Together they cut RocksDB's CPU
+    # by two thirds in a 10-minute soak (docs/BENCHMARKS.md, 2026-12-03 evening); the
+    # defaults stay Flink's until an hour's soak shows memory level with them.
     rocksdb_compaction_style: Literal["LEVEL", "UNIVERSAL"] = "LEVEL"
     timer_service: Literal["ROCKSDB", "HEAP"] = "ROCKSDB"
     # How long a network buffer may wait before it is sent downstream (Flink's

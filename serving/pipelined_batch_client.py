@@ -232,10 +232,10 @@ class PipelinedBatchClient:
         # events/s). While it holds, rows wait in the queue instead, and fall back once
         # their own deadline has passed. A call the client gave up on itself (its answer
         # later than the deadline plus ANSWER_GRACE_S, a starved relay or pipe) neither
-        # sets nor clears it: that says more about this machine than about the server.
-        # Clearing it there could let the caller wait a deadline per batch again in the
-        # middle of a latency spike (the suspect in model-chaos run 1551-f79378: p99
-        # 980 ms in the spike against a 500 ms budget).
+        # sets nor clears it: that says more about this machine than about the server,
+        # and clearing it there would let the caller wait a deadline per batch again in
+        # the middle of a latency spike. (Not what held the model-chaos spike's p99 at
+        # about 1 s: run 2144-0e2fe5 had no such call, docs/RELIABILITY.md.)
         self._timing_out = False
         self._start_relay()
 
