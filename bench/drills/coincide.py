@@ -73,8 +73,11 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 def moves_with(series: dict[str, dict[int, float]], target: str,
                leave_out: tuple[str, ...] = ()) -> list[tuple[str, float, int]]:
     """Every other series' rank correlation with ``target`` over the minutes both have,
-    strongest (by magnitude) first: (name, rho, minutes)."""
-    goal = series[target]
+    strongest (by magnitude) first: (name, rho, minutes). Nothing when ``target`` has no
+    series: a soak whose traces carried no latency has nothing to correlate with."""
+    goal = series.get(target)
+    if not goal:
+        return []
     found = []
     for name, values in series.items():
         if name == target or name in leave_out:

@@ -135,3 +135,8 @@ def test_compare_means_each_series_over_the_minutes_asked(tmp_path, capsys):
     main([str(path), "--from-minute", "1"])
     shown = capsys.readouterr().out
     assert "200.0" in shown and "42.0" in shown and "r1" in shown
+
+
+def test_moves_with_finds_nothing_when_the_target_has_no_series():
+    series = {"keys": {m: float(m) for m in range(12)}}
+    assert judges.coincide.moves_with(series, "p99_ms") == []
