@@ -212,6 +212,7 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
         if at >= start + s.warmup_s * 1000:
             by_window.setdefault((at - start) // five_min, []).append(_decision_ms(t))
     p99s = [latency_summary(v)["p99"] for _, v in sorted(by_window.items())]
+    budget_ms = BUDGET_DEADLINES * ctx.config.serving.timeout_ms
     half = len(p99s) // 2
     early = statistics.median(p99s[:half]) if half else None
     late_worst = max(p99s[half:]) if p99s[half:] else None
@@ -223,6 +224,10 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
         "p99 stable: no later 5-min window over twice the earlier median (or 100 ms)":
             early is not None and late_worst is not None
             and late_worst <= max(2 * early, 100.0),
+        # Stable is not enough: a soak uniformly behind its input passes the check above.
+        # At half the peak the job must also keep the model-chaos drill's budget.
+        f"p99 <= {budget_ms:g} ms in every 5-min window": bool(p99s) and all(
+            p is not None and p <= budget_ms for p in p99s),
     }
     # What grew, by part, over the same half (per minute, in each figure's own unit:
     # RocksDB's in bytes, rtd.memory.* in KiB, keys, history entries and Python blocks
@@ -239,7 +244,7 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
                "native_mib_per_min_second_half": native_slope,
                "rss_mib_first_last_max": [samples[0][1], samples[-1][1],
                                           max(x[1] for x in samples)] if samples else None,
-               "p99_ms_per_5_min": p99s}
+               "p99_ms_per_5_min": p99s, "budget_ms": budget_ms}
     per_minute = soak_minutes(out, start)
     figures["per_minute"] = {name: [[m, round(v, 2)] for m, v in sorted(values.items())]
                              for name, values in per_minute.items()}

@@ -54,7 +54,8 @@ def test_sampler_sums_column_families_but_not_the_shared_block_cache():
 def test_soak_reports_each_part_s_growth_over_the_second_half():
     start = 1_000_000
     settings = DrillSettings(warmup_s=0, soak_minutes=10)
-    ctx = SimpleNamespace(settings=settings, actions=[Action(start, "soak begins")])
+    ctx = SimpleNamespace(settings=settings, actions=[Action(start, "soak begins")],
+                          config=SimpleNamespace(serving=SimpleNamespace(timeout_ms=250)))
     minutes = range(11)
     out = Outputs([], [], [], [], {})
     out.memory = [(m * 60.0, 1000.0 + 2 * m, 400.0, [1]) for m in minutes]  # 2 MiB/min
@@ -70,3 +71,31 @@ def test_soak_reports_each_part_s_growth_over_the_second_half():
     assert figures["checkpoint_state_mib_per_min_second_half"] == pytest.approx(2.0)
     assert not checks["RSS grows <= 1 MiB/min over the second half"]
     assert figures["rss_mib_per_min_second_half"] == pytest.approx(2.0)
+
+
+def test_soak_fails_a_p99_that_is_stable_but_over_the_budget(monkeypatch):
+    # A job uniformly behind its input: every 5-min window's p99 near 1 s. The stability
+    # check cannot see it; the budget check (2 deadlines of 250 ms) must.
+    from bench.drills import judges
+
+    monkeypatch.setattr(judges, "_decided_ms", lambda t: t["decided"])
+    monkeypatch.setattr(judges, "_decision_ms", lambda t: t["ms"])
+    start = 1_000_000
+    ctx = SimpleNamespace(settings=DrillSettings(warmup_s=0, soak_minutes=20),
+                          actions=[Action(start, "soak begins")],
+                          config=SimpleNamespace(serving=SimpleNamespace(timeout_ms=250)))
+
+    def verdict(ms_at):
+        out = Outputs([], [], [{"decided": start + i * 1_000, "ms": ms_at(i)}
+                               for i in range(20 * 60)], [], {})
+        checks, figures = soak(out, ctx)
+        return ({k: v for k, v in checks.items() if k.startswith("p99")}, figures)
+
+    slow, figures = verdict(lambda i: 900 + i % 100)
+    assert figures["budget_ms"] == 500 and len(figures["p99_ms_per_5_min"]) == 4
+    assert slow["p99 stable: no later 5-min window over twice the earlier median (or 100 ms)"]
+    assert not slow["p99 <= 500 ms in every 5-min window"]
+    quick, _ = verdict(lambda i: 40 + i % 50)
+    assert all(quick.values())
+    one_bad_window, _ = verdict(lambda i: 2_000 if i > 15 * 60 else 40)
+    assert not any(one_bad_window.values())
