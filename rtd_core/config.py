@@ -123,15 +123,16 @@ class FlinkConfig(_Frozen):
     state_cache_size: int = 10_000
     # RocksDB's compaction style and where Flink keeps timers (job-level, so they hold
     # on any cluster). Each checkpoint (every 500 ms) flushes the memtables into new L0
-    # files, and with keys spread at random every L0->L1 compaction under LEVEL rewrites
-    # all of L1: in the soak, RocksDB's compaction threads took as much CPU as the
-    # job's Python task (35-44% of a core each at 350/s). UNIVERSAL merges sorted runs
-    # of similar size instead; HEAP keeps the per-shard answer and expiry timers on the
-    # heap rather than a RocksDB write and delete each. Together they cut RocksDB's CPU
-    # by two thirds in a 10-minute soak (docs/BENCHMARKS.md, 2026-12-03 evening); the
-    # defaults stay Flink's until an hour's soak shows memory level with them.
-    rocksdb_compaction_style: Literal["LEVEL", "UNIVERSAL"] = "LEVEL"
-    timer_service: Literal["ROCKSDB", "HEAP"] = "ROCKSDB"
+    # files, and with keys spread at random every L0->L1 compaction under LEVEL (Flink's
+    # default) rewrites all of L1: in the hour's soak at 350/s, RocksDB's compaction
+    # threads took as much CPU as the job's Python task. UNIVERSAL merges sorted runs of
+    # similar size instead. HEAP keeps the timers (one per shard key, for answers and
+    # expiry: a handful) on the JVM heap rather than a RocksDB write and delete each.
+    # Measured together (docs/BENCHMARKS.md, docs/RELIABILITY.md): RocksDB's CPU down by
+    # two thirds, p99 and the longest checkpoint down by half at the same rate, and
+    # memory flat over an hour's second half.
+    rocksdb_compaction_style: Literal["LEVEL", "UNIVERSAL"] = "UNIVERSAL"
+    timer_service: Literal["ROCKSDB", "HEAP"] = "HEAP"
     # How long a network buffer may wait before it is sent downstream (Flink's
     # execution.buffer-timeout, default 100 ms): a floor on each shuffle's latency at
     # low rates. -1 keeps Flink's default.

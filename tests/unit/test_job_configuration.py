@@ -16,12 +16,12 @@ TIMERS = "state.backend.rocksdb.timer-service.factory"
 def test_rocksdb_compaction_and_timer_placement_follow_the_config() -> None:
     default = job_configuration(load_config(None))
     assert default.get_string("state.backend.type", "") == "rocksdb"
-    assert default.get_string(COMPACTION, "") == "LEVEL"
-    assert default.get_string(TIMERS, "") == "ROCKSDB"
-    chosen = job_configuration(load_config(None, flink={"rocksdb_compaction_style": "UNIVERSAL",
-                                                        "timer_service": "HEAP"}))
-    assert chosen.get_string(COMPACTION, "") == "UNIVERSAL"
-    assert chosen.get_string(TIMERS, "") == "HEAP"
+    assert default.get_string(COMPACTION, "") == "UNIVERSAL"
+    assert default.get_string(TIMERS, "") == "HEAP"
+    chosen = job_configuration(load_config(None, flink={"rocksdb_compaction_style": "LEVEL",
+                                                        "timer_service": "ROCKSDB"}))
+    assert chosen.get_string(COMPACTION, "") == "LEVEL"
+    assert chosen.get_string(TIMERS, "") == "ROCKSDB"
 
 
 def test_an_unknown_compaction_style_is_refused_at_load() -> None:
