@@ -15,6 +15,7 @@ from bench.reference_features import judge_traces
 from bench.resources import LOAD_GROUP
 from bench.stats import latency_summary
 from decisioning.trace import trace_timings
+from rtd_core.config import RtdConfig
 
 # A decision must not wait much longer than one model call's deadline, whatever the
 # model server does: the deadline, plus as much again for batching and the rest.
@@ -22,6 +23,11 @@ BUDGET_DEADLINES = 2.0
 # After the model server is back, the breaker's probe closes it within its reset time;
 # "within seconds" is judged as this.
 BACK_TO_MODEL_GOAL_S = 10.0
+
+
+def budget_ms(config: RtdConfig) -> float:
+    """The p99 a decision must keep, whatever the model server does."""
+    return BUDGET_DEADLINES * config.serving.timeout_ms
 
 
 @dataclass
@@ -89,7 +95,7 @@ def model_chaos(out: Outputs, ctx: DrillContext) -> Verdict:
         "calm after errors": (_at(ctx, "errors stopped") + skip, _at(ctx, "kill -9 model")),
         "model server down": (_at(ctx, "kill -9 model") + skip, _at(ctx, "model server back")),
     }
-    budget_ms = BUDGET_DEADLINES * config.serving.timeout_ms
+    budget = budget_ms(config)
     timed = [(t, _decided_ms(t)) for t in out.traces]  # each trace's timings read once
     per_phase: dict[str, dict[str, Any]] = {}
     for name, (start, end) in phases.items():
@@ -117,12 +123,12 @@ def model_chaos(out: Outputs, ctx: DrillContext) -> Verdict:
             "model server down", "RULES_ONLY/unavailable", "RULES_ONLY/timeout") >= 0.95,
         "calm phases: >= 95% MODEL": all(share(p, "MODEL/-") >= 0.95
                                          for p in ("calm after latency", "calm after errors")),
-        f"p99 decision latency <= {budget_ms:g} ms in every phase": all(
-            p["p99_ms"] is not None and p["p99_ms"] <= budget_ms for p in per_phase.values()),
+        f"p99 decision latency <= {budget:g} ms in every phase": all(
+            p["p99_ms"] is not None and p["p99_ms"] <= budget for p in per_phase.values()),
         f"MODEL again within {BACK_TO_MODEL_GOAL_S:g} s of the server's return": (
             back_to_model_s is not None and back_to_model_s <= BACK_TO_MODEL_GOAL_S),
     }
-    return checks, {"phases": per_phase, "budget_ms": budget_ms,
+    return checks, {"phases": per_phase, "budget_ms": budget,
                     "back_to_model_s": back_to_model_s}
 
 
@@ -212,7 +218,7 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
         if at >= start + s.warmup_s * 1000:
             by_window.setdefault((at - start) // five_min, []).append(_decision_ms(t))
     p99s = [latency_summary(v)["p99"] for _, v in sorted(by_window.items())]
-    budget_ms = BUDGET_DEADLINES * ctx.config.serving.timeout_ms
+    budget = budget_ms(ctx.config)
     half = len(p99s) // 2
     early = statistics.median(p99s[:half]) if half else None
     late_worst = max(p99s[half:]) if p99s[half:] else None
@@ -226,8 +232,8 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
             and late_worst <= max(2 * early, 100.0),
         # Stable is not enough: a soak uniformly behind its input passes the check above.
         # At half the peak the job must also keep the model-chaos drill's budget.
-        f"p99 <= {budget_ms:g} ms in every 5-min window": bool(p99s) and all(
-            p is not None and p <= budget_ms for p in p99s),
+        f"p99 <= {budget:g} ms in every 5-min window": bool(p99s) and all(
+            p is not None and p <= budget for p in p99s),
     }
     # What grew, by part, over the same half (per minute, in each figure's own unit:
     # RocksDB's in bytes, rtd.memory.* in KiB, keys, history entries and Python blocks
@@ -244,7 +250,7 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
                "native_mib_per_min_second_half": native_slope,
                "rss_mib_first_last_max": [samples[0][1], samples[-1][1],
                                           max(x[1] for x in samples)] if samples else None,
-               "p99_ms_per_5_min": p99s, "budget_ms": budget_ms}
+               "p99_ms_per_5_min": p99s, "budget_ms": budget}
     per_minute = soak_minutes(out, start)
     figures["per_minute"] = {name: [[m, round(v, 2)] for m, v in sorted(values.items())]
                              for name, values in per_minute.items()}
