@@ -129,7 +129,7 @@ class FlinkConfig(_Frozen):
     # similar size instead. HEAP keeps the timers (one per shard key, for answers and
     # expiry: a handful) on the JVM heap rather than a RocksDB write and delete each.
     # Measured together (docs/BENCHMARKS.md, docs/RELIABILITY.md): RocksDB's CPU down by
-    # two thirds, p99 and the longest checkpoint down by half at the same rate, and
+    # two thirds, p99 by two thirds and the longest checkpoint by half at the same rate, and
     # memory flat over an hour's second half.
     rocksdb_compaction_style: Literal["LEVEL", "UNIVERSAL"] = "UNIVERSAL"
     timer_service: Literal["ROCKSDB", "HEAP"] = "HEAP"
