@@ -44,13 +44,13 @@ from pyflink.datastream import KeyedProcessFunction, RuntimeContext, StreamExecu
 from pyflink.table import StreamTableEnvironment
 
 from bench.feature_operators import discarding_sink
-from decisioning.transaction import Rejection, validate
+from decisioning.transaction import Rejection
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.embedded_python import embedded_python_path
 from flink_jobs.topology import build_features, shard_features, validate_events
 from operators.clock import now_ms
 from operators.keyed_features import ShardFeatures, shard_of
-from operators.records import JobRecord
+from operators.validation import accepted, source_fields
 from rtd_core.config import RtdConfig, load_config
 from simulator.generator import GeneratorSettings, generate
 
@@ -102,31 +102,26 @@ class BatchFeatures(KeyedProcessFunction):
         t0 = time.perf_counter()
         shard, events = value[0], value[1]
         valid = 0
-        size = 0
+        feature_values = 0
         if self.work == "none":
             yield Row(len(events), 0, 0, 0, 0)
             return
         state_before = sum(s.seconds for s in self._stores)
         features_s = 0.0
-        for key, raw, topic, partition, offset, kafka_ts in events:
-            received = now_ms()
-            result = validate(raw, kafka_ts, self.max_future_skew_ms)
-            if isinstance(result, Rejection):
+        for row in events:
+            # The validate operator's own steps (operators/validation.py).
+            source, raw = source_fields(row)
+            record = accepted(source, raw, self.max_future_skew_ms, now_ms())
+            if isinstance(record, Rejection):
                 continue
-            record = JobRecord(
-                source={"key": key.decode("utf-8", errors="replace"),
-                        "raw": raw.decode("utf-8", errors="replace"), "topic": topic,
-                        "partition": partition, "offset": offset,
-                        "kafka_timestamp": kafka_ts},
-                event=result, timings={"received": received, "validated": now_ms()})
             t1 = time.perf_counter()
             if self.work == "features":
                 self.features.apply(record, shard, ctx)
             features_s += time.perf_counter() - t1
             valid += 1
-            size += len(record.features)
+            feature_values += len(record.features)
         state_s = sum(s.seconds for s in self._stores) - state_before
-        yield Row(valid, size, int((time.perf_counter() - t0) * 1e6), int(features_s * 1e6),
+        yield Row(valid, feature_values, int((time.perf_counter() - t0) * 1e6), int(features_s * 1e6),
                   int(state_s * 1e6))
 
 
@@ -155,7 +150,7 @@ def _source_table(t_env: StreamTableEnvironment, path: Path) -> None:
         CREATE TEMPORARY TABLE raw_events (
             k STRING, v STRING, shard INT, tick BIGINT,
             arrival AS TO_TIMESTAMP_LTZ(tick, 3),
-            proc AS PROCTIME(),
+            proctime AS PROCTIME(),
             WATERMARK FOR arrival AS arrival
         ) WITH ('connector' = 'filesystem', 'path' = 'file://{path}', 'format' = 'csv',
                 'csv.field-delimiter' = U&'\\0009', 'csv.disable-quote-character' = 'true')""")
@@ -175,7 +170,7 @@ def run_per_event(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment
 def run_per_batch(t_env: StreamTableEnvironment, config: RtdConfig, batch_events: int,
                   work: str, window: str = "arrival") -> Any:
     """``window``: ``arrival``, the synthetic arrival time (``batch_events`` events a
-    window), or ``proc``, processing time (``batch_events`` milliseconds a window), which
+    window), or ``proctime``, processing time (``batch_events`` milliseconds a window), which
     the live job would need; Flink does not fire processing-time windows when a bounded
     input ends, so that run comes up short of the events sent."""
     batches = t_env.sql_query(f"""
@@ -247,8 +242,7 @@ def main() -> None:
     args = parser.parse_args()
     embedded_python_path()  # before the first PyFlink call: thread mode needs it
     print(json.dumps(run(args.shape, args.events, args.batch_events,
-                         json.loads(args.override), args.work,
-                         "proc" if args.window == "proctime" else "arrival")))
+                         json.loads(args.override), args.work, args.window)))
 
 
 if __name__ == "__main__":

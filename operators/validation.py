@@ -39,6 +39,31 @@ def _epoch_ms(value: Any) -> int | None:
     return int(value)
 
 
+def source_fields(row: Any) -> tuple[dict[str, Any], bytes | None]:
+    """A source row (key bytes, value bytes, topic, partition, offset, kafka timestamp):
+    the record's ``source`` (what its trace and dead letter show), and the raw value."""
+    key, raw, topic, partition, offset, kafka_ts = row
+    source = {
+        "key": _text(key),
+        "raw": _text(raw),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "kafka_timestamp": _epoch_ms(kafka_ts),
+    }
+    return source, raw
+
+
+def accepted(source: dict[str, Any], raw: bytes | None, max_future_skew_ms: int,
+             received: int) -> JobRecord | Rejection:
+    """The valid event's record, or why the payload is rejected."""
+    result = validate(raw, source["kafka_timestamp"], max_future_skew_ms)
+    if isinstance(result, Rejection):
+        return result
+    return JobRecord(source=source, event=result,
+                     timings={"received": received, "validated": now_ms()})
+
+
 class ValidateEvents(ProcessFunction):
     """Input rows: (key bytes, value bytes, topic, partition, offset, kafka timestamp)."""
 
@@ -53,16 +78,8 @@ class ValidateEvents(ProcessFunction):
         received = now_ms()
         source: dict[str, Any] = {}
         try:
-            key, raw, topic, partition, offset, kafka_ts = value
-            source = {
-                "key": _text(key),
-                "raw": _text(raw),
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-                "kafka_timestamp": _epoch_ms(kafka_ts),
-            }
-            result = validate(raw, source["kafka_timestamp"], self.max_future_skew_ms)
+            source, raw = source_fields(value)
+            result = accepted(source, raw, self.max_future_skew_ms, received)
         except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
             self._internal_errors.inc()
             yield DLQ_TAG, dead_letter_row(Rejection(Reason.INTERNAL_ERROR, error_text(exc)),
@@ -71,5 +88,4 @@ class ValidateEvents(ProcessFunction):
         if isinstance(result, Rejection):
             yield DLQ_TAG, dead_letter_row(result, source, received)
             return
-        yield JobRecord(source=source, event=result,
-                        timings={"received": received, "validated": now_ms()})
+        yield result
