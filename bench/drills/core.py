@@ -77,6 +77,10 @@ class DrillSettings:
     # caught up with its input: a fault acted on a job still working off the backlog of
     # its own start (a cold TaskManager) would be judged on the start's latency.
     catch_up_max_s: float = 120.0
+    # ... and has stayed caught up this many readings in a row (CATCH_UP_POLL_S apart): the
+    # first reading within CAUGHT_UP_S can come while the start's backlog is still being
+    # worked off (run 20261205-1142-aa065e acted with p50 at 300 ms, just caught up).
+    caught_up_readings: int = 20
     tail_s: float = 45.0
     drain_timeout_s: float = 300.0
     seed: int = 31
@@ -155,16 +159,20 @@ class DrillContext:
         self.samplers.append(sampler)
 
     def warm_up(self) -> None:
-        """``warmup_s`` of load, then until the job is within ``CAUGHT_UP_S`` of its
-        input, or ``catch_up_max_s`` more have passed (logged: the drill goes on)."""
+        """``warmup_s`` of load, then until the job has been within ``CAUGHT_UP_S`` of its
+        input for ``caught_up_readings`` readings in a row, or ``catch_up_max_s`` more
+        have passed (logged: the drill goes on)."""
         time.sleep(self.settings.warmup_s)
         allowed = max(1, int(self.settings.rate * CAUGHT_UP_S))
         deadline = time.monotonic() + self.settings.catch_up_max_s
-        lag = self.lag(self.config)
-        while lag > allowed and time.monotonic() < deadline:
-            time.sleep(CATCH_UP_POLL_S)
+        streak = 0
+        while True:
             lag = self.lag(self.config)
-        state = "caught up" if lag <= allowed else (
+            streak = streak + 1 if lag <= allowed else 0
+            if streak >= self.settings.caught_up_readings or time.monotonic() >= deadline:
+                break
+            time.sleep(CATCH_UP_POLL_S)
+        state = "caught up" if streak >= self.settings.caught_up_readings else (
             f"not caught up after {self.settings.catch_up_max_s:g} s more; acting anyway")
         self.log(f"warm-up done, {state}: {lag} input records not yet committed by the job")
 

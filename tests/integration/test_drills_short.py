@@ -30,7 +30,7 @@ def _held(result) -> dict[str, bool]:
 
 def test_taskmanager_kill_loses_and_duplicates_nothing(local_stack, run_id):
     config = stack_config_for(run_id)
-    settings = DrillSettings(rate=100, kills=1, interval_s=0, warmup_s=15, tail_s=20,
+    settings = DrillSettings(rate=100, caught_up_readings=5, kills=1, interval_s=0, warmup_s=15, tail_s=20,
                              drain_timeout_s=180)
     result = run_drill("taskmanager-kill", config, run_id, settings, command="test")
     assert all(_held(result).values()), (result.checks, result.figures)
@@ -44,7 +44,7 @@ def test_taskmanager_kill_loses_and_duplicates_nothing(local_stack, run_id):
 def test_broker_restart_recovers_by_itself(local_stack, run_id):
     config = stack_config_for(run_id)
     pid_before = KafkaBroker(config).process.pid()
-    settings = DrillSettings(rate=100, broker_down_s=10, warmup_s=15, tail_s=25,
+    settings = DrillSettings(rate=100, caught_up_readings=5, broker_down_s=10, warmup_s=15, tail_s=25,
                              drain_timeout_s=240)
     result = run_drill("broker-restart", config, run_id, settings, command="test")
     assert KafkaBroker(config).process.pid() not in (None, pid_before)
@@ -58,7 +58,7 @@ def test_model_chaos_falls_back_with_the_right_reason_and_comes_back(local_stack
     """Latency past the deadline, 20% errors, the server killed: every decision goes on,
     with the cause of each phase, and the model path returns once the server is back."""
     config = stack_config_for(run_id)
-    settings = DrillSettings(rate=100, warmup_s=15, tail_s=20, chaos_phase_s=12,
+    settings = DrillSettings(rate=100, caught_up_readings=5, warmup_s=15, tail_s=20, chaos_phase_s=12,
                              chaos_calm_s=12, model_down_s=15, drain_timeout_s=180)
     result = run_drill("model-chaos", config, run_id, settings, command="test")
     held = {name: ok for name, ok in _held(result).items()
@@ -75,7 +75,7 @@ def test_model_chaos_falls_back_with_the_right_reason_and_comes_back(local_stack
 
 def test_rescale_to_two_and_back_keeps_every_feature_right(local_stack, run_id):
     config = stack_config_for(run_id)
-    settings = DrillSettings(rate=100, warmup_s=15, tail_s=20, rescale_hold_s=25,
+    settings = DrillSettings(rate=100, caught_up_readings=5, warmup_s=15, tail_s=20, rescale_hold_s=25,
                              drain_timeout_s=180)
     result = run_drill("rescale", config, run_id, settings, command="test")
     assert all(_held(result).values()), (result.checks, result.figures)
@@ -86,7 +86,7 @@ def test_rescale_to_two_and_back_keeps_every_feature_right(local_stack, run_id):
 
 def test_hostile_input_ends_as_one_decision_or_one_dead_letter_each(local_stack, run_id):
     config = stack_config_for(run_id)
-    settings = DrillSettings(rate=100, warmup_s=10, tail_s=15, hostile_count=3_000,
+    settings = DrillSettings(rate=100, caught_up_readings=5, warmup_s=10, tail_s=15, hostile_count=3_000,
                              hostile_rate=300, drain_timeout_s=180)
     result = run_drill("hostile-input", config, run_id, settings, command="test")
     assert all(_held(result).values()), (result.checks, result.figures)

@@ -64,10 +64,22 @@ def test_the_first_action_waits_for_the_job_to_catch_up(monkeypatch):
     from bench.drills import core
 
     monkeypatch.setattr(core, "CATCH_UP_POLL_S", 0.0)
-    settings = core.DrillSettings(rate=100, warmup_s=0)
+    settings = core.DrillSettings(rate=100, warmup_s=0, caught_up_readings=1)
     logged: list[str] = []
     _context([5_000, 900, 201, 200, 0], settings, logged).warm_up()
     assert logged == ["warm-up done, caught up: 200 input records not yet committed by the job"]
+
+
+def test_the_first_action_waits_until_the_job_stays_caught_up(monkeypatch):
+    """One reading within CAUGHT_UP_S can come while the backlog of the start is still
+    being worked off: a reading past it starts the count again."""
+    from bench.drills import core
+
+    monkeypatch.setattr(core, "CATCH_UP_POLL_S", 0.0)
+    settings = core.DrillSettings(rate=100, warmup_s=0, caught_up_readings=3)
+    logged: list[str] = []
+    _context([150, 120, 900, 190, 180, 170, 0], settings, logged).warm_up()
+    assert logged == ["warm-up done, caught up: 170 input records not yet committed by the job"]
 
 
 def test_a_job_that_never_catches_up_is_acted_on_after_the_longest_wait(monkeypatch):
