@@ -30,9 +30,31 @@ def budget_ms(config: RtdConfig) -> float:
     return BUDGET_DEADLINES * config.serving.timeout_ms
 
 
+# What of each output the judges read. An hour's soak at 400/s is 1.44 million traces:
+# held whole, they took the auditing process past 21 GiB and the OOM killer ended it
+# before its report (run 20261205-1305-aa2536). So a decision keeps only what the audit
+# reads, and a trace only the parts its drill's judge reads; None keeps the whole trace.
+DECISION_PARTS = ("event_id", "decided_at")
+_TIMING_PARTS = ("event_id", "schema_version", "received_at", "since_received_ms", "timings")
+TRACE_PARTS: dict[str, tuple[str, ...] | None] = {
+    "taskmanager-kill": ("event_id",),
+    "broker-restart": ("event_id",),
+    "model-chaos": (*_TIMING_PARTS, "path", "model"),
+    "rescale": None,  # the reference judges every feature against the event
+    "hostile-input": ("event_id",),
+    "soak": _TIMING_PARTS,
+}
+
+
+def keep(record: dict[str, Any], parts: tuple[str, ...] | None) -> dict[str, Any]:
+    """``record`` with only ``parts`` (those it has), or whole for None."""
+    return record if parts is None else {k: record[k] for k in parts if k in record}
+
+
 @dataclass
 class Outputs:
-    """All three outputs of a drill, read back with read_committed."""
+    """All three outputs of a drill, read back with read_committed: decisions and traces
+    with only the parts their judges read (``DECISION_PARTS``, ``TRACE_PARTS``)."""
 
     decisions: list[dict[str, Any]]
     decision_append_ms: list[int]

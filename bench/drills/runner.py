@@ -24,7 +24,7 @@ from bench.drills.core import (
     wait_running,
     windows,
 )
-from bench.drills.judges import Outputs
+from bench.drills.judges import DECISION_PARTS, TRACE_PARTS, Outputs, keep
 from bench.resources import ResourceSampler, stack_groups
 from bench.soak import MemorySampler
 from bench.stats import latency_summary
@@ -141,7 +141,7 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
             except Exception:  # noqa: BLE001
                 job_state = "unknown"
             cluster.cancel(ctx.job_id)
-    outputs = read_outputs(config)
+    outputs = read_outputs(config, TRACE_PARTS[name])
     outputs.memory = memory.samples
     outputs.memory_parts = flink.memory
     outputs.vertex = flink.vertex
@@ -157,16 +157,18 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
                  job_state=job_state, outputs=outputs)
 
 
-def read_outputs(config: RtdConfig) -> Outputs:
+def read_outputs(config: RtdConfig, trace_parts: tuple[str, ...] | None = None) -> Outputs:
+    """Every output of the drill's topics; traces with only ``trace_parts`` (None: whole)."""
     topics = config.kafka.topics
     # The transactions topic holds malformed payloads too: only valid events have ids.
     sent_at = {event_id_of(r.value): r.timestamp
                for r in iter_all(config, topics.transactions, timeout_s=600)}
     decisions, appended = [], []
     for r in iter_all(config, topics.decisions, timeout_s=600):
-        decisions.append(json.loads(r.value or "{}"))
+        decisions.append(keep(json.loads(r.value or "{}"), DECISION_PARTS))
         appended.append(r.timestamp)
-    traces = [json.loads(r.value or "{}") for r in iter_all(config, topics.traces, timeout_s=600)]
+    traces = [keep(json.loads(r.value or "{}"), trace_parts)
+              for r in iter_all(config, topics.traces, timeout_s=600)]
     dead = [json.loads(r.value or "{}") for r in iter_all(config, topics.dlq, timeout_s=600)]
     return Outputs(decisions, appended, traces, dead, sent_at)
 

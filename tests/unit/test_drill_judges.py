@@ -11,10 +11,18 @@ from types import SimpleNamespace
 import pytest
 
 from bench.drills.core import DrillSettings
-from bench.drills.judges import Outputs, _slope_per_min, hostile_input
+from bench.drills.judges import (
+    DECISION_PARTS,
+    JUDGES,
+    TRACE_PARTS,
+    Outputs,
+    _slope_per_min,
+    hostile_input,
+    keep,
+)
 from bench.reference_features import all_features, judge_rows
 from simulator.hostile import VALID, fuzzed_payloads
-from tests.builders import SEC, T0, txn
+from tests.builders import SEC, T0, txn, v1_traces, v2_of_v1
 
 pytestmark = pytest.mark.unit
 
@@ -141,3 +149,27 @@ def test_hostile_judge_wants_exactly_one_outcome_per_payload():
 def test_slope_per_minute():
     assert _slope_per_min([(0, 100.0), (60, 110.0), (120, 120.0)]) == pytest.approx(10.0)
     assert _slope_per_min([(0, 1.0)]) is None
+
+
+@pytest.mark.parametrize("trace", [*v1_traces(), *(v2_of_v1(t) for t in v1_traces())])
+def test_a_trace_kept_for_a_judge_still_reads_back_what_that_judge_reads(trace):
+    """The audit keeps only the parts of each output its drill's judge reads (an hour's
+    soak held whole ran out of memory): what is kept must read back the same."""
+    from decisioning.trace import trace_timings
+
+    assert set(TRACE_PARTS) == set(JUDGES)
+    assert trace_timings(trace), "a trace with no timings would prove nothing below"
+    for name, parts in TRACE_PARTS.items():
+        kept = keep(trace, parts)
+        assert kept["event_id"] == trace["event_id"]
+        if name in ("soak", "model-chaos"):
+            assert trace_timings(kept) == trace_timings(trace)
+            assert len(json.dumps(kept)) < len(json.dumps(trace)) / 3
+    chaos = keep(trace, TRACE_PARTS["model-chaos"])
+    assert (chaos["path"], chaos["model"]) == (trace["path"], trace["model"])
+    assert keep(trace, TRACE_PARTS["rescale"]) is trace
+
+
+def test_a_decision_keeps_what_the_audit_reads():
+    decision = {"event_id": "e1", "decided_at": 5, "outcome": "APPROVE", "reasons": []}
+    assert keep(decision, DECISION_PARTS) == {"event_id": "e1", "decided_at": 5}
