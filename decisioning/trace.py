@@ -305,6 +305,9 @@ class _V2:
 
 
 TRACE_LAYOUTS: dict[int, TraceLayout] = {1: _V1(), 2: _V2()}
+# The top-level keys ``trace_timings`` reads, in every version: what a reader that keeps
+# only a trace's timings (the drills' audit, bench/drills/judges.py) must keep.
+TIMING_KEYS = ("schema_version", "timings", "received_at", "since_received_ms")
 
 
 def trace_version(trace: Mapping[str, Any]) -> int:

@@ -14,7 +14,7 @@ from bench.drills.core import RECOVERY_GOAL_S, DrillContext, recovery_times
 from bench.reference_features import judge_traces
 from bench.resources import LOAD_GROUP
 from bench.stats import latency_summary
-from decisioning.trace import trace_timings
+from decisioning.trace import TIMING_KEYS, trace_timings
 from rtd_core.config import RtdConfig
 
 # A decision must not wait much longer than one model call's deadline, whatever the
@@ -35,7 +35,7 @@ def budget_ms(config: RtdConfig) -> float:
 # before its report (run 20261205-1305-aa2536). So a decision keeps only what the audit
 # reads, and a trace only the parts its drill's judge reads; None keeps the whole trace.
 DECISION_PARTS = ("event_id", "decided_at")
-_TIMING_PARTS = ("event_id", "schema_version", "received_at", "since_received_ms", "timings")
+_TIMING_PARTS = ("event_id", *TIMING_KEYS)
 TRACE_PARTS: dict[str, tuple[str, ...] | None] = {
     "taskmanager-kill": ("event_id",),
     "broker-restart": ("event_id",),
