@@ -259,7 +259,8 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
     }
     # What grew, by part, over the same half (per minute, in each figure's own unit:
     # RocksDB's in bytes, rtd.memory.* in KiB, keys, history entries and Python blocks
-    # as counts; the working sets' miss counters are cumulative, so theirs is a rate).
+    # as counts; the working sets' miss counters and the GC time are cumulative, so
+    # theirs is a rate).
     half_ms = start + int((s.warmup_s + (total - s.warmup_s) / 2) * 1000)
     names = sorted({n for _, parts in out.memory_parts for n in parts})
     parts_slope = {n: _slope_per_min([(at / 1000, parts[n]) for at, parts in out.memory_parts
@@ -293,7 +294,8 @@ def _vertex_label(name: str) -> str:
 def soak_minutes(out: Outputs, start_ms: int) -> dict[str, dict[int, float]]:
     """Per minute since the soak began: p99/p50 received -> decided and decisions (by
     decision time), the longest checkpoint triggered, each operator's busy and
-    back-pressured ms/s, the working sets' misses and every process group's CPU."""
+    back-pressured ms/s, the working sets' misses, Python's garbage-collection time and
+    every process group's CPU."""
     decided = [(_decided_ms(t), float(_decision_ms(t))) for t in out.traces]
     series: dict[str, dict[int, float]] = {}
     by_minute: dict[int, list[float]] = {}
@@ -312,7 +314,8 @@ def soak_minutes(out: Outputs, start_ms: int) -> dict[str, dict[int, float]]:
             if points:
                 series[f"{_vertex_label(vertex)} {label}"] = coincide.bucket(points, start_ms)
     counters = sorted({n for _, parts in out.memory_parts for n in parts
-                       if n.endswith((".working_set_misses", ".working_set_miss_us"))})
+                       if n.endswith((".working_set_misses", ".working_set_miss_us",
+                                      ".python_gc_us", ".python_gc_full_us"))})
     for name in counters:
         series[name] = coincide.counter_rate(
             [(at, parts[name]) for at, parts in out.memory_parts if name in parts], start_ms)

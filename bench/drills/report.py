@@ -121,8 +121,8 @@ def _drill_lines(result: DrillResult) -> list[str]:
             shown = ", ".join(f"{k} {v:+.3g}" for k, v in sorted(parts.items()))
             lines += [("Growth per minute over the second half, by part (RocksDB's in bytes, "
                        "rtd.memory.* in KiB, keys, history entries and Python blocks as "
-                       "counts; the working sets' misses and miss time, cumulative "
-                       f"counters, as a rate): {shown}. "
+                       "counts; the working sets' misses and miss time and Python's GC "
+                       f"time, cumulative counters, as a rate): {shown}. "
                        "Checkpointed state: "
                        f"{per_min(f.get('checkpoint_state_mib_per_min_second_half'))}."), ""]
         moves = f.get("p99_moves_with") or []

@@ -24,6 +24,28 @@ def test_glibc_figures_follow_what_the_process_allocates() -> None:
     assert native_memory_kib()["malloc_in_use_kib"] < during["malloc_in_use_kib"]
 
 
+def test_garbage_collection_time_is_counted_once_per_collection() -> None:
+    import gc
+    import importlib
+
+    import operators.process_memory as module
+
+    before = native_memory_kib()
+    cycles = []
+    for _ in range(200_000):  # enough cyclic garbage for a full collection to take time
+        a: list = []
+        a.append(a)
+        cycles.append(a)
+    del cycles
+    gc.collect(2)
+    after = native_memory_kib()
+    assert after["python_gc_full_us"] > before["python_gc_full_us"]
+    assert after["python_gc_us"] - before["python_gc_us"] >= (
+        after["python_gc_full_us"] - before["python_gc_full_us"])
+    importlib.reload(module)  # a second import must not add a second clock
+    assert sum(type(c).__name__ == "_GcClock" for c in gc.callbacks) == 1
+
+
 @pytest.mark.skipif(not JEMALLOC.exists(), reason="Debian's libjemalloc2 is not installed")
 def test_jemalloc_figures_are_read_from_jemalloc_when_it_is_preloaded() -> None:
     script = ("from operators.process_memory import native_memory_kib, _READ\n"

@@ -68,7 +68,8 @@ def test_soak_minutes_lines_up_every_sampled_source(monkeypatch):
     out.checkpoints = [(START + 1_000, 300), (START + 2_000, 500), (START + MIN + 1, 90)]
     out.vertex = [(START + 5_000, "Source: rtd_transactions[1] -> Calc[2]", {"busyTimeMsPerSecond": 400.0,
                    "backPressuredTimeMsPerSecond": 0.0})]
-    out.memory_parts = [(START + m * MIN + 1, {"card_features.working_set_misses": 50.0 * m})
+    out.memory_parts = [(START + m * MIN + 1, {"card_features.working_set_misses": 50.0 * m,
+                                               "memory.python_gc_full_us": 1e3 * m * m})
                         for m in range(3)]
     out.resources = [(START + m * MIN + 2, g, cpu, 0) for m in range(3)
                      for g, cpu in (("kafka", 20.0 + m), (LOAD_GROUP, 2.5))]
@@ -78,6 +79,7 @@ def test_soak_minutes_lines_up_every_sampled_source(monkeypatch):
     assert series["checkpoint ms (max)"] == {0: 500.0, 1: 90.0}
     assert series["rtd_transactions busy"] == {0: 400.0}
     assert series["card_features.working_set_misses"] == {1: 50.0, 2: 50.0}
+    assert series["memory.python_gc_full_us"] == {1: 1e3, 2: 3e3}  # a rate, not the total
     assert series["cpu kafka"] == {0: 20.0, 1: 21.0, 2: 22.0}
     assert series["load average"] == {0: 2.5, 1: 2.5, 2: 2.5}
     assert json.dumps({k: sorted(v.items()) for k, v in series.items()})
