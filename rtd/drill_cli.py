@@ -44,6 +44,9 @@ def drill(
     hostile_rate: Annotated[float, typer.Option(
         help="hostile-input: payloads/s, beside the valid load")] = 500.0,
     minutes: Annotated[float, typer.Option(help="soak: minutes of load after warm-up")] = 60.0,
+    customers: Annotated[int | None, typer.Option(
+        min=1, help="customers the load draws from (default: the simulator's 200,000); "
+                    "10,000,000 makes nearly every card new (memory against cards seen)")] = None,
     warmup: Annotated[float, typer.Option(help="s of load before the first action")] = 30.0,
     tail: Annotated[float, typer.Option(help="s of load after the last action")] = 45.0,
     publish: Annotated[bool, typer.Option(help="also write docs/RELIABILITY.md")] = False,
@@ -68,7 +71,8 @@ def drill(
     settings = DrillSettings(rate=rate, kills=kills, interval_s=interval, broker_down_s=down,
                              warmup_s=warmup, tail_s=tail, model_down_s=model_down, chaos_phase_s=chaos_phase,
                              rescale_hold_s=hold, hostile_count=hostile,
-                             hostile_rate=hostile_rate, soak_minutes=minutes)
+                             hostile_rate=hostile_rate, soak_minutes=minutes,
+                             customers=customers)
     command = "rtd drill " + shlex.join(sys.argv[2:])
     run = f"{time.strftime('%Y%m%d-%H%M')}-{uuid.uuid4().hex[:6]}"
     failed = []

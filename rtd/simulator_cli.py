@@ -98,6 +98,11 @@ def simulate(
         int,
         typer.Option("--label-delay-ms", min=0, help="Simulated delay from event to its label."),
     ] = 30_000,
+    customers: Annotated[
+        int | None,
+        typer.Option("--customers", min=1, help="Customers in the simulated population "
+                     "(default 200,000, about 350,000 cards); more makes more cards new."),
+    ] = None,
     start_time: Annotated[
         str | None,
         typer.Option("--start-time", help="Simulated start: epoch ms or RFC 3339. Default: now."),
@@ -127,6 +132,7 @@ def simulate(
             late_share=late_share,
             label_delay_ms=label_delay_ms,
             duration_s=duration,
+            customers=customers,
         )
     except DeliveryFailedError as exc:
         Console().print(summary_table(exc.summary))

@@ -200,13 +200,16 @@ def run_simulation(
     progress: bool = True,
     on_sent: Callable[[SimRecord], None] | None = None,
     stop: threading.Event | None = None,
+    customers: int | None = None,
 ) -> SimulationSummary:
     """Produce `count` transactions (or for `duration_s`, or until Ctrl-C when both are
     None) with their labels. `rate` paces transactions per second; None is as fast as
     possible. `on_sent` sees every record once it is handed to the producer; delivery is
     confirmed at the final flush, which raises DeliveryFailedError if anything failed.
     `stop`, once set, ends the run after the current record (as a Ctrl-C does, but from
-    another thread: a caller whose run's length is known only as it goes)."""
+    another thread: a caller whose run's length is known only as it goes). `customers`
+    sizes the population (None: the generator's default); a large one makes nearly
+    every card new, as a memory benchmark needs."""
     if count is not None and count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     if rate is not None and not rate > 0:
@@ -221,6 +224,7 @@ def run_simulation(
         out_of_order_share=out_of_order_share,
         late_share=late_share,
         label_delay_ms=label_delay_ms,
+        **({} if customers is None else {"n_customers": customers}),
     )
     generator = TransactionGenerator(settings)
     delivery = _Delivery()

@@ -84,6 +84,9 @@ class DrillSettings:
     tail_s: float = 45.0
     drain_timeout_s: float = 300.0
     seed: int = 31
+    # The simulated population (None: the simulator's default, 200,000 customers). The
+    # soak with 10 million shows memory against cards seen: nearly every card is new.
+    customers: int | None = None
     # model-chaos: each fault phase, the calm between them, and the outage.
     chaos_phase_s: float = 30.0
     chaos_calm_s: float = 20.0
@@ -266,18 +269,21 @@ def open_transactions(config: RtdConfig, topics: list[str]) -> dict[str, int]:
 class SteadyLoad:
     """The simulator at a steady rate in a background thread."""
 
-    def __init__(self, config: RtdConfig, rate: float, duration_s: float, seed: int) -> None:
+    def __init__(self, config: RtdConfig, rate: float, duration_s: float, seed: int,
+                 customers: int | None = None) -> None:
         self.summary: Any = None
         self.error: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(config, rate, duration_s, seed),
+        self._thread = threading.Thread(target=self._run,
+                                        args=(config, rate, duration_s, seed, customers),
                                         name="drill-load", daemon=True)
 
-    def _run(self, config: RtdConfig, rate: float, duration_s: float, seed: int) -> None:
+    def _run(self, config: RtdConfig, rate: float, duration_s: float, seed: int,
+             customers: int | None) -> None:
         try:
             self.summary = run_simulation(config, count=None, rate=rate, duration_s=duration_s,
                                           seed=seed, malformed_share=0.01, progress=False,
-                                          stop=self._stop)
+                                          stop=self._stop, customers=customers)
         except DeliveryFailedError as exc:
             self.summary, self.error = exc.summary, str(exc)
 

@@ -34,7 +34,8 @@ def budget_ms(config: RtdConfig) -> float:
 # held whole, they took the auditing process past 21 GiB and the OOM killer ended it
 # before its report (run 20261205-1305-aa2536). So a decision keeps only what the audit
 # reads, and a trace only the parts its drill's judge reads; None keeps the whole trace.
-DECISION_PARTS = ("event_id", "decided_at")
+# The card, for the soak's count of cards seen (memory against cards, not time).
+DECISION_PARTS = ("event_id", "decided_at", "card_id")
 _TIMING_PARTS = ("event_id", *TIMING_KEYS)
 TRACE_PARTS: dict[str, tuple[str, ...] | None] = {
     "taskmanager-kill": ("event_id",),
@@ -277,8 +278,10 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
     per_minute = soak_minutes(out, start)
     figures["per_minute"] = {name: [[m, round(v, 2)] for m, v in sorted(values.items())]
                              for name, values in per_minute.items()}
+    figures["cards_seen"] = len({d.get("card_id") for d in out.decisions} - {None})
+    # Cards seen only grows: it would rank with anything else that trends.
     figures["p99_moves_with"] = coincide.moves_with(per_minute, "p99_ms",
-                                                    leave_out=("p50_ms",))[:8]
+                                                    leave_out=("p50_ms", CARDS_SEEN))[:8]
     return checks, figures
 
 
@@ -291,11 +294,33 @@ def _vertex_label(name: str) -> str:
     return re.sub(r"\[\d+\].*$", "", named.removeprefix("Source: "))[:32]
 
 
+CARDS_SEEN = "cards seen"
+
+
+def cards_seen(decisions: list[dict[str, Any]], start_ms: int) -> dict[int, float]:
+    """Distinct cards decided so far, at the end of each minute since ``start_ms``
+    (the warm-up's cards in minute 0's)."""
+    firsts: dict[str, int] = {}
+    for d in decisions:
+        card, at = d.get("card_id"), int(d["decided_at"])
+        if card is not None and at < firsts.get(card, at + 1):
+            firsts[card] = at
+    new_by_minute: dict[int, int] = {}
+    for at in firsts.values():
+        minute = max(0, (at - start_ms) // coincide.MINUTE_MS)
+        new_by_minute[minute] = new_by_minute.get(minute, 0) + 1
+    seen, out = 0, {}
+    for minute in range(max(new_by_minute, default=-1) + 1):
+        seen += new_by_minute.get(minute, 0)
+        out[minute] = float(seen)
+    return out
+
+
 def soak_minutes(out: Outputs, start_ms: int) -> dict[str, dict[int, float]]:
     """Per minute since the soak began: p99/p50 received -> decided and decisions (by
     decision time), the longest checkpoint triggered, each operator's busy and
-    back-pressured ms/s, the working sets' misses, Python's garbage-collection time and
-    every process group's CPU."""
+    back-pressured ms/s, the working sets' misses, Python's garbage-collection time,
+    the cards seen so far and every process group's CPU."""
     decided = [(_decided_ms(t), float(_decision_ms(t))) for t in out.traces]
     series: dict[str, dict[int, float]] = {}
     by_minute: dict[int, list[float]] = {}
@@ -305,6 +330,7 @@ def soak_minutes(out: Outputs, start_ms: int) -> dict[str, dict[int, float]]:
     series["p99_ms"] = {m: float(latency_summary(v)["p99"]) for m, v in by_minute.items()}
     series["p50_ms"] = {m: float(latency_summary(v)["p50"]) for m, v in by_minute.items()}
     series["decisions"] = {m: float(len(v)) for m, v in by_minute.items()}
+    series[CARDS_SEEN] = cards_seen(out.decisions, start_ms)
     series["checkpoint ms (max)"] = coincide.bucket(out.checkpoints, start_ms, how="max")
     for metric, label in (("busyTimeMsPerSecond", "busy"),
                           ("backPressuredTimeMsPerSecond", "back-pressured")):

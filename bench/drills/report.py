@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.drills.judges import CARDS_SEEN
 from bench.drills.runner import DrillResult
 from rtd_core.config import PROJECT_ROOT
 
@@ -51,6 +52,17 @@ def chart(result: DrillResult, path: Path) -> None:
                      label="of which native (not Java heap)")
         axes[2].set_ylabel("MiB")
         axes[2].set_ylim(bottom=0)
+        cards = (result.figures.get("per_minute") or {}).get(CARDS_SEEN)
+        if cards:
+            # Memory against cards seen, not only time: the working sets bound it by config.
+            offset = next((a["t_s"] for a in result.actions
+                           if a["what"].startswith("soak begins")), 0.0)
+            twin = axes[2].twinx()
+            twin.plot([offset + 60 * (m + 1) for m, _ in cards], [v for _, v in cards],
+                      color="tab:green", label="cards seen")
+            twin.set_ylabel("cards seen")
+            twin.set_ylim(bottom=0)
+            twin.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0))
     if cpu:
         # Per-minute means, placed at each minute's middle since the soak began.
         offset = next((a["t_s"] for a in result.actions if a["what"].startswith("soak begins")),
@@ -111,7 +123,9 @@ def _drill_lines(result: DrillResult) -> list[str]:
         def per_min(value: float | None) -> str:
             return "not measured (too few samples)" if value is None else f"{value:.2f} MiB/min"
 
-        lines += [(f"TaskManager RSS first/last/max {f['rss_mib_first_last_max']} MiB; growth "
+        cards = (f"; {f['cards_seen']:,} distinct cards decided" if f.get("cards_seen")
+                 else "")
+        lines += [(f"TaskManager RSS first/last/max {f['rss_mib_first_last_max']} MiB{cards}; growth "
                    f"over the second half {per_min(f['rss_mib_per_min_second_half'])} "
                    f"(native {per_min(f['native_mib_per_min_second_half'])}). p99 received "
                    f"-> decided per 5 min: {f['p99_ms_per_5_min']} ms."), ""]

@@ -115,7 +115,8 @@ def run_drill(name: str, config: RtdConfig, run: str, settings: DrillSettings, *
         try:
             # Long enough for the longest catch-up; stopped once the actions are done.
             load_s = drill.load_s(settings) + settings.catch_up_max_s
-            with SteadyLoad(config, settings.rate, load_s, settings.seed) as load:
+            with SteadyLoad(config, settings.rate, load_s, settings.seed,
+                            settings.customers) as load:
                 try:
                     drill.fault(ctx)
                 except Exception as exc:  # noqa: BLE001 - reported, then the audit still runs

@@ -170,6 +170,8 @@ def test_a_trace_kept_for_a_judge_still_reads_back_what_that_judge_reads(trace):
     assert keep(trace, TRACE_PARTS["rescale"]) is trace
 
 
-def test_a_decision_keeps_what_the_audit_reads():
-    decision = {"event_id": "e1", "decided_at": 5, "outcome": "APPROVE", "reasons": []}
-    assert keep(decision, DECISION_PARTS) == {"event_id": "e1", "decided_at": 5}
+def test_a_decision_keeps_what_the_audit_and_the_soak_read():
+    decision = {"event_id": "e1", "decided_at": 5, "card_id": "c1", "outcome": "APPROVE",
+                "reasons": []}
+    assert keep(decision, DECISION_PARTS) == {"event_id": "e1", "decided_at": 5,
+                                              "card_id": "c1"}

@@ -85,6 +85,15 @@ def test_soak_minutes_lines_up_every_sampled_source(monkeypatch):
     assert json.dumps({k: sorted(v.items()) for k, v in series.items()})
 
 
+def test_cards_seen_counts_each_card_once_at_its_first_decision():
+    decided = [("c1", START - 5_000), ("c2", START + 10), ("c1", START + 20),
+               ("c3", START + 2 * MIN + 5), ("c2", START + 2 * MIN + 6), (None, START + 7)]
+    decisions = [{"card_id": c, "decided_at": at} for c, at in reversed(decided)]
+    # Warm-up's cards count in minute 0; minute 1 added none; a repeat is not new.
+    assert judges.cards_seen(decisions, START) == {0: 2.0, 1: 2.0, 2: 3.0}
+    assert judges.cards_seen([], START) == {}
+
+
 def test_taskmanager_threads_are_told_apart_by_name():
     from bench.resources import thread_class
 
