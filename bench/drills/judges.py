@@ -279,6 +279,7 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
     figures["per_minute"] = {name: [[m, round(v, 2)] for m, v in sorted(values.items())]
                              for name, values in per_minute.items()}
     figures["cards_seen"] = len({d.get("card_id") for d in out.decisions} - {None})
+    figures["parts_per_minute"] = part_levels(out.memory_parts, start)
     # Cards seen only grows: it would rank with anything else that trends.
     figures["p99_moves_with"] = coincide.moves_with(per_minute, "p99_ms",
                                                     leave_out=("p50_ms", CARDS_SEEN))[:8]
@@ -295,6 +296,24 @@ def _vertex_label(name: str) -> str:
 
 
 CARDS_SEEN = "cards seen"
+# Memory parts that are cumulative counters (a rate per minute is what they say); the
+# others are levels.
+CUMULATIVE_PARTS = (".working_set_misses", ".working_set_miss_us", ".python_gc_us",
+                    ".python_gc_full_us")
+
+
+def part_levels(memory_parts: list[tuple[int, dict[str, float]]],
+                start_ms: int) -> dict[str, list[list[float]]]:
+    """Each memory part that is a level (not a counter), per minute since ``start_ms``:
+    its largest sample in the minute. A growth rate over a half cannot tell a step from
+    a slope, nor a part filling up to its configured bound from one without a bound;
+    the levels can."""
+    names = sorted({n for _, parts in memory_parts for n in parts
+                    if not n.endswith(CUMULATIVE_PARTS)})
+    return {name: [[m, v] for m, v in sorted(coincide.bucket(
+                [(at, parts[name]) for at, parts in memory_parts if name in parts],
+                start_ms, how="max").items())]
+            for name in names}
 
 
 def cards_seen(decisions: list[dict[str, Any]], start_ms: int) -> dict[int, float]:
@@ -340,8 +359,7 @@ def soak_minutes(out: Outputs, start_ms: int) -> dict[str, dict[int, float]]:
             if points:
                 series[f"{_vertex_label(vertex)} {label}"] = coincide.bucket(points, start_ms)
     counters = sorted({n for _, parts in out.memory_parts for n in parts
-                       if n.endswith((".working_set_misses", ".working_set_miss_us",
-                                      ".python_gc_us", ".python_gc_full_us"))})
+                       if n.endswith(CUMULATIVE_PARTS)})
     for name in counters:
         series[name] = coincide.counter_rate(
             [(at, parts[name]) for at, parts in out.memory_parts if name in parts], start_ms)

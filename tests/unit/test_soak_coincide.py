@@ -94,6 +94,14 @@ def test_cards_seen_counts_each_card_once_at_its_first_decision():
     assert judges.cards_seen([], START) == {}
 
 
+def test_part_levels_keep_each_minutes_largest_level_and_leave_counters_out():
+    parts = [(START + 1, {"memory.python_blocks": 10.0, "card_features.working_set_misses": 5.0}),
+             (START + 2, {"memory.python_blocks": 30.0}),
+             (START + MIN + 1, {"memory.python_blocks": 20.0}),
+             (START - 1, {"memory.python_blocks": 99.0})]
+    assert judges.part_levels(parts, START) == {"memory.python_blocks": [[0, 30.0], [1, 20.0]]}
+
+
 def test_taskmanager_threads_are_told_apart_by_name():
     from bench.resources import thread_class
 
