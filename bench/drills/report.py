@@ -128,7 +128,8 @@ def _drill_lines(result: DrillResult) -> list[str]:
         lines += [(f"TaskManager RSS first/last/max {f['rss_mib_first_last_max']} MiB{cards}; growth "
                    f"over the second half {per_min(f['rss_mib_per_min_second_half'])} "
                    f"(native {per_min(f['native_mib_per_min_second_half'])}). p99 received "
-                   f"-> decided per 5 min: {f['p99_ms_per_5_min']} ms."), ""]
+                   f"-> decided per 5 min: {f['p99_ms_per_5_min']} ms; from the event's append "
+                   f"to its decision's: {f.get('append_p99_ms_per_5_min')} ms."), ""]
         parts = {k: v for k, v in (f.get("parts_per_min_second_half") or {}).items()
                  if v is not None}
         if parts:

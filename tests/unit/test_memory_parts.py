@@ -99,3 +99,33 @@ def test_soak_fails_a_p99_that_is_stable_but_over_the_budget(monkeypatch):
     assert all(quick.values())
     one_bad_window, _ = verdict(lambda i: 2_000 if i > 15 * 60 else 40)
     assert not any(one_bad_window.values())
+
+
+def test_soak_fails_a_job_behind_its_input_however_quick_it_is_inside(monkeypatch):
+    # Records waiting in Kafka come before "received": in the job every decision takes
+    # 20 ms, but from the event's append they come later and later.
+    from bench.drills import judges
+
+    monkeypatch.setattr(judges, "_decided_ms", lambda t: t["decided"])
+    monkeypatch.setattr(judges, "_decision_ms", lambda t: 20)
+    start = 1_000_000
+    ctx = SimpleNamespace(settings=DrillSettings(warmup_s=0, soak_minutes=10),
+                          actions=[Action(start, "soak begins")],
+                          config=SimpleNamespace(serving=SimpleNamespace(timeout_ms=250)))
+    check = "kept up: p99 event append -> decision append <= 500 ms in every 5-min window"
+
+    def verdict(wait_at):
+        events = range(10 * 60)
+        out = Outputs([{"event_id": f"e{i}", "decided_at": start + i * 1_000} for i in events],
+                      [start + i * 1_000 + wait_at(i) for i in events],
+                      [{"decided": start + i * 1_000} for i in events], [],
+                      {f"e{i}": start + i * 1_000 for i in events})
+        checks, figures = soak(out, ctx)
+        return checks, figures
+
+    behind, figures = verdict(lambda i: 30 * i)  # 30 ms more behind each second
+    assert behind["p99 <= 500 ms in every 5-min window"] and not behind[check]
+    # By append time: the last decisions land 18 s after the tenth minute, in a third window.
+    assert len(figures["append_p99_ms_per_5_min"]) == 3
+    keeping_up, _ = verdict(lambda i: 25)
+    assert keeping_up[check]
