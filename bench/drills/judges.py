@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,6 +222,20 @@ def _slope_per_min(points: list[tuple[float, float]]) -> float | None:
                                         [v for _, v in points]).slope * 60
 
 
+FIVE_MIN_MS = 300_000
+
+
+def _p99_per_5_min(points: Iterable[tuple[int, float]], start_ms: int,
+                   from_ms: int) -> list[float | None]:
+    """p99 of (epoch ms, latency ms) points per 5-minute window since ``start_ms``,
+    leaving out points before ``from_ms`` (the warm-up)."""
+    by_window: dict[int, list[float]] = {}
+    for at, latency in points:
+        if at >= from_ms:
+            by_window.setdefault((at - start_ms) // FIVE_MIN_MS, []).append(latency)
+    return [latency_summary(v)["p99"] for _, v in sorted(by_window.items())]
+
+
 # Levelled off: over the soak's second half, memory grows at most this fast.
 MAX_GROWTH_MIB_PER_MIN = 1.0
 
@@ -234,24 +249,17 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
     rss_slope = _slope_per_min([(t, rss) for t, rss, _ in second_half])
     native_slope = _slope_per_min([(t, rss - heap) for t, rss, heap in second_half])
     start = _at(ctx, "soak begins")
-    five_min = 300_000
-    by_window: dict[int, list[int]] = {}
-    for t in out.traces:
-        at = _decided_ms(t)
-        if at >= start + s.warmup_s * 1000:
-            by_window.setdefault((at - start) // five_min, []).append(_decision_ms(t))
-    p99s = [latency_summary(v)["p99"] for _, v in sorted(by_window.items())]
+    warm = start + int(s.warmup_s * 1000)
+    p99s = _p99_per_5_min(((_decided_ms(t), _decision_ms(t)) for t in out.traces), start, warm)
     budget = budget_ms(ctx.config)
     # In the job, received -> decided, a job behind its input looks quick: its records
     # wait in Kafka, before "received" (a 5-minute soak at 1,680/s held in-job p99 under
     # 410 ms while decisions came 37 s after their events). So also from the event's
     # append to its decision's, which counts the wait.
-    behind: dict[int, list[int]] = {}
-    for d, appended in zip(out.decisions, out.decision_append_ms, strict=True):
-        sent = out.sent_at.get(d.get("event_id"))
-        if sent is not None and appended >= start + s.warmup_s * 1000:
-            behind.setdefault((appended - start) // five_min, []).append(appended - sent)
-    append_p99s = [latency_summary(v)["p99"] for _, v in sorted(behind.items())]
+    append_p99s = _p99_per_5_min(
+        ((appended, appended - out.sent_at[d["event_id"]])
+         for d, appended in zip(out.decisions, out.decision_append_ms, strict=True)
+         if d.get("event_id") in out.sent_at), start, warm)
     half = len(p99s) // 2
     early = statistics.median(p99s[:half]) if half else None
     late_worst = max(p99s[half:]) if p99s[half:] else None
@@ -292,7 +300,7 @@ def soak(out: Outputs, ctx: DrillContext) -> Verdict:
     per_minute = soak_minutes(out, start)
     figures["per_minute"] = {name: [[m, round(v, 2)] for m, v in sorted(values.items())]
                              for name, values in per_minute.items()}
-    figures["cards_seen"] = len({d.get("card_id") for d in out.decisions} - {None})
+    figures["cards_seen"] = int(max(per_minute.get(CARDS_SEEN, {}).values(), default=0))
     figures["parts_per_minute"] = part_levels(out.memory_parts, start)
     # Cards seen only grows: it would rank with anything else that trends.
     figures["p99_moves_with"] = coincide.moves_with(per_minute, "p99_ms",

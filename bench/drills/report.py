@@ -34,6 +34,9 @@ def chart(result: DrillResult, path: Path) -> None:
     cpu = dict(sorted(cpu.items(), key=lambda kv: -statistics.fmean(v for _, v in kv[1]))
                [:CPU_LINES])
     t = [r["t_s"] for r in rows]
+    # The soak's per-minute series count from its start, not the drill's.
+    soak_began = next((a["t_s"] for a in result.actions if a["what"].startswith("soak begins")),
+                      0.0)
     panels = 2 + bool(memory) + bool(cpu)
     fig, axes = plt.subplots(panels, 1, figsize=(10, 2.5 * panels), sharex=True)
     axes[0].plot(t, [r["per_s"] for r in rows], label="decisions/s (5 s windows)")
@@ -55,20 +58,16 @@ def chart(result: DrillResult, path: Path) -> None:
         cards = (result.figures.get("per_minute") or {}).get(CARDS_SEEN)
         if cards:
             # Memory against cards seen, not only time: the working sets bound it by config.
-            offset = next((a["t_s"] for a in result.actions
-                           if a["what"].startswith("soak begins")), 0.0)
             twin = axes[2].twinx()
-            twin.plot([offset + 60 * (m + 1) for m, _ in cards], [v for _, v in cards],
+            twin.plot([soak_began + 60 * (m + 1) for m, _ in cards], [v for _, v in cards],
                       color="tab:green", label="cards seen")
             twin.set_ylabel("cards seen")
             twin.set_ylim(bottom=0)
             twin.legend(fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0))
     if cpu:
         # Per-minute means, placed at each minute's middle since the soak began.
-        offset = next((a["t_s"] for a in result.actions if a["what"].startswith("soak begins")),
-                      0.0)
         for name, values in sorted(cpu.items()):
-            axes[-1].plot([offset + 60 * m + 30 for m, _ in values], [v for _, v in values],
+            axes[-1].plot([soak_began + 60 * m + 30 for m, _ in values], [v for _, v in values],
                           label=name)
         axes[-1].set_ylabel("CPU, % of a core\n(per-minute mean)")
         axes[-1].set_ylim(bottom=0)
