@@ -9,8 +9,9 @@ event, in the same keyed context (the customer's shard), but the events of a sha
 reach Python together, grouped in the JVM by a SQL window with ``ARRAY_AGG``, and leave
 as one row per batch.
 
-- ``per-event``: the job's feature path as it is today (``validate_events`` then
-  ``build_features``), one output element per event, into a discarding sink.
+- ``per-event``: the job's feature path as it is today (source rows keyed by customer
+  shard in SQL, then ``build_features``: validation and features in the keyed
+  operator), one output element per event, into a discarding sink.
 - ``per-batch``: the source rows as a table; a tumbling window of ``--batch-events``
   events (on a synthetic arrival time: one event a millisecond) groups each shard's
   events into one row; the keyed Python operator validates them and applies the
@@ -47,11 +48,13 @@ from bench.feature_operators import discarding_sink
 from decisioning.transaction import Rejection
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.embedded_python import embedded_python_path
-from flink_jobs.topology import build_features, shard_features, validate_events
+from flink_jobs.kafka_tables import keyed_rows
+from flink_jobs.topology import build_features, shard_features
 from operators.clock import now_ms
-from operators.keyed_features import ShardFeatures, shard_of
+from operators.keyed_features import ShardFeatures
 from operators.validation import accepted, source_fields
 from rtd_core.config import RtdConfig, load_config
+from rtd_core.sharding import shard_of
 from simulator.generator import GeneratorSettings, generate
 
 # valid events, feature values, Python µs: the batch, the features, the state calls
@@ -158,12 +161,11 @@ def _source_table(t_env: StreamTableEnvironment, path: Path) -> None:
 
 def run_per_event(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment,
                   config: RtdConfig) -> None:
-    raw = t_env.to_data_stream(t_env.sql_query("""
-        SELECT CAST(k AS BYTES) AS k, CAST(v AS BYTES) AS v, 'transactions' AS topic,
-               0 AS part, tick AS off, CAST(NULL AS BIGINT) AS kafka_ts
-        FROM raw_events"""))
-    validated, _ = validate_events(raw, config)
-    build_features(validated, config) \
+    raw = keyed_rows(t_env, """
+        SELECT shard, ROW(CAST(k AS BYTES), CAST(v AS BYTES), CAST('transactions' AS STRING),
+                          0, tick, CAST(NULL AS TIMESTAMP_LTZ(3))) AS rec
+        FROM raw_events""")
+    build_features(raw, config) \
         .map(lambda r: 1, output_type=Types.INT()).add_sink(discarding_sink())
 
 

@@ -34,8 +34,8 @@ from decisioning.decision import ModelResult
 from decisioning.fallback_ladder import FallbackLadder, Remembered
 from flink_jobs.decision_job import job_configuration
 from operators.fallback_ladder import REMEMBERED_ROW, FallbackLadderFunction
-from operators.keyed_features import shard_of
 from rtd_core.config import load_config
+from rtd_core.sharding import shard_of
 
 MAX_AGE_MS = 600_000
 

@@ -21,10 +21,11 @@ from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from decisioning.rules import load_rules
+from feature_views.definitions import CUSTOMER_FEATURES
 from flink_jobs.kafka_tables import (
     SINK_TABLES,
+    keyed_source,
     register_kafka_tables,
-    source_stream,
     with_topic_partitions,
 )
 from flink_jobs.topology import build_topology
@@ -80,7 +81,7 @@ def run(config: RtdConfig) -> None:
     rules = load_rules(config.path(config.rules_file) if config.rules_file else None)
     env, t_env = create_environments(config)
     register_kafka_tables(t_env, config)
-    raw = source_stream(t_env)
+    raw = keyed_source(t_env, config.job.state_shards, CUSTOMER_FEATURES.entity_key)
     outputs = build_topology(raw, config, rules)
 
     statements = t_env.create_statement_set()

@@ -12,17 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pyflink.datastream import DataStream
+from pyflink.common import Types
+from pyflink.datastream import KeyedStream
 from pyflink.table import StreamTableEnvironment
-from pyflink.table.expressions import col
 
 from flink_jobs.event_time_sql import row_time_sql
+from flink_jobs.jvm_streams import keyed_by_first_field
 from rtd_core.config import KafkaConfig, RtdConfig
 from rtd_core.security import kafka_client_properties, kafka_java_properties
+from rtd_core.sharding import shard_sql
 
 SOURCE_TABLE = "rtd_transactions"
-# The source's columns that the job reads (the row-time column only drives watermarks).
+# The source's columns that the job reads (the row-time column only drives watermarks),
+# and their types as the Python operator receives them.
 SOURCE_COLUMNS = ("k", "v", "topic", "partition", "offset", "kafka_ts")
+SOURCE_ROW = Types.ROW_NAMED(list(SOURCE_COLUMNS), [
+    Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(),
+    Types.INT(), Types.LONG(), Types.INSTANT()])
+_SOURCE_ROW_SQL = ("ROW<`k` BYTES, `v` BYTES, `topic` STRING, `partition` INT, `offset` BIGINT,"
+                   " `kafka_ts` TIMESTAMP_LTZ(3)>")
 SINK_TABLES = {"decisions": "rtd_decisions", "traces": "rtd_decision_traces", "dlq": "rtd_dlq"}
 
 _STARTUP = {
@@ -168,8 +176,31 @@ def with_topic_partitions(config: RtdConfig) -> RtdConfig:
     return config.model_copy(update={"kafka": kafka})
 
 
-def source_stream(t_env: StreamTableEnvironment) -> DataStream:
-    """The registered source as a DataStream of the columns the job reads; the row-time
-    column stays in the source, where it drives the per-partition watermarks."""
-    return t_env.to_data_stream(t_env.from_path(SOURCE_TABLE)
-                                .select(*(col(c) for c in SOURCE_COLUMNS)))
+def routing_sql(shards: int, customer_field: str = "customer_id") -> str:
+    """SQL: the source rows keyed by the shard of their customer (rtd_core/sharding.py),
+    read from the raw JSON value by Flink's JSON functions, which give NULL on any parse
+    error. A value with no readable customer (a dead letter to be) takes its partition's
+    shard, so a poison burst spreads as the partitions do; validation, in the keyed
+    operator, checks that a valid event came to its customer's shard."""
+    customer = f"JSON_VALUE(CAST(`v` AS STRING), '$.{customer_field}')"
+    columns = ", ".join(f"`{c}`" for c in SOURCE_COLUMNS)
+    return (f"SELECT COALESCE({shard_sql(customer, shards)}, MOD(`partition`, {int(shards)}))"
+            f" AS shard, CAST(ROW({columns}) AS {_SOURCE_ROW_SQL}) AS rec FROM {SOURCE_TABLE}")
+
+
+def keyed_source(t_env: StreamTableEnvironment, shards: int,
+                 customer_field: str = "customer_id") -> KeyedStream:
+    """The registered source, keyed by customer shard without a Python operator: the key
+    is computed in the source's SQL. The row-time column stays in the source, where it
+    drives the per-partition watermarks."""
+    return keyed_rows(t_env, routing_sql(shards, customer_field))
+
+
+def keyed_rows(t_env: StreamTableEnvironment, query: str) -> KeyedStream:
+    """The rows of ``query`` (``shard`` INT, ``rec`` a ROW of the ``SOURCE_COLUMNS``'
+    types), keyed by ``shard`` in the JVM; the keyed Python operator gets ``rec`` as
+    ``SOURCE_ROW``. ``to_append_stream`` because it gives the row type the keyed Python
+    operator needs (flink_jobs/jvm_streams.py)."""
+    keyed = Types.ROW_NAMED(["shard", "rec"], [Types.INT(), SOURCE_ROW])
+    return keyed_by_first_field(t_env.to_append_stream(t_env.sql_query(query), keyed),
+                                SOURCE_ROW)

@@ -1,7 +1,7 @@
 """The bounded replay job: `transactions` history -> one feature row per valid event.
 
-It is the live job's own front half: ``validate_events`` and ``build_features`` from
-``flink_jobs/topology.py``, the same operators, the same state layout, the same
+It is the live job's own front half: ``keyed_source`` and ``build_features`` (validation
+and features) from ``flink_jobs/``, the same operators, the same state layout, the same
 watermarks, fed by the Kafka table source bounded to resolved offsets. Only what
 comes after the features differs: instead of scoring and deciding, each record becomes
 a flat row (``feature_views.rows``) that is batched and collected back to the client.
@@ -31,6 +31,7 @@ from pyflink.datastream import (
     DataStream,
     FlatMapFunction,
     KeyedProcessFunction,
+    KeyedStream,
     RuntimeExecutionMode,
     StreamExecutionEnvironment,
 )
@@ -41,9 +42,10 @@ from feature_views.model import FeatureView
 from feature_views.rows import row_values
 from flink_jobs.decision_job import job_configuration
 from flink_jobs.embedded_python import embedded_python_path
-from flink_jobs.kafka_tables import source_ddl, source_stream
-from flink_jobs.topology import build_features, validate_events
-from operators.failures import has_failed
+from flink_jobs.jvm_streams import side_output
+from flink_jobs.kafka_tables import keyed_source, source_ddl
+from flink_jobs.topology import build_features
+from operators.failures import DEAD_LETTER_TAG, has_failed
 from operators.records import JobRecord
 from rtd_core.config import RtdConfig
 
@@ -112,13 +114,15 @@ class RowBatcher(KeyedProcessFunction):
             yield batch
 
 
-def build_replay(raw: DataStream, config: RtdConfig, views: tuple[FeatureView, FeatureView],
-                 rows_from: Mapping[int, int], batch_size: int) -> DataStream:
-    """Raw (key, value, topic, partition, offset, timestamp) rows -> batches of tagged
-    rows and dead-letter marks. Injected source, as ``build_topology``."""
+def build_replay(raw: KeyedStream, config: RtdConfig,
+                 views: tuple[FeatureView, FeatureView], rows_from: Mapping[int, int],
+                 batch_size: int) -> DataStream:
+    """Raw (key, value, topic, partition, offset, timestamp) rows keyed by customer shard
+    -> batches of tagged rows and dead-letter marks. Injected source, as
+    ``build_topology``."""
     records = Types.PICKLED_BYTE_ARRAY()
-    validated, dead_letters = validate_events(raw, config)
-    features = build_features(validated, config, views)
+    features = build_features(raw, config, views)
+    dead_letters = side_output(features, DEAD_LETTER_TAG)
     rows = features.flat_map(ReplayRows(views, rows_from), output_type=records) \
         .uid("replay-rows").name("Replay rows")
     marks = dead_letters.flat_map(DeadLetterMarks(rows_from), output_type=records) \
@@ -167,11 +171,13 @@ def create_replay_environment(config: RtdConfig, *, parallelism: int, bundle_siz
 
 
 def kafka_replay_source(t_env: StreamTableEnvironment, config: RtdConfig,
-                        source_options: Mapping[str, str], group_id: str) -> DataStream:
+                        source_options: Mapping[str, str], group_id: str,
+                        customer_field: str = "customer_id") -> KeyedStream:
     """The live source table, bounded to [read_from, read_to) and under its own group
-    id, so the replay never touches the live job's committed offsets."""
+    id, so the replay never touches the live job's committed offsets; keyed as the live
+    job keys it."""
     kafka = config.kafka.model_copy(update={"consumer_group": group_id})
     replay_config = config.model_copy(update={"kafka": kafka})
     t_env.execute_sql(source_ddl(replay_config, bounded_offsets="specific-offsets",
                                  startup="specific-offsets", options=source_options))
-    return source_stream(t_env)
+    return keyed_source(t_env, config.job.state_shards, customer_field)

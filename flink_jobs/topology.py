@@ -3,22 +3,25 @@
 ``build_topology`` takes the raw record stream and returns the three output streams;
 production wires Kafka tables to both ends, tests may wire collections.
 
-raw (per-partition event-time watermarks, generated in the Kafka source:
-     flink_jobs/kafka_tables.py) -> validate (dead letters to a side output)
-    -> key by the customer's shard: card and customer features, batched model
-       scoring and decide + trace, in one operator (operators/customer_shard.py)
+raw (per-partition event-time watermarks and the key, the customer's shard, both
+     computed in the Kafka source's SQL: flink_jobs/kafka_tables.py)
+    -> keyed by the customer's shard: validation, card and customer features, batched
+       model scoring and decide + trace, in one operator (operators/customer_shard.py)
 
-One shuffle per event: a card belongs to one customer, so both feature views' state
-lives under the customer's shard (operators/keyed_features.py), and scoring and deciding
-happen where the features are. Two variants add stages:
+One shuffle and one Python operator per event: the source task runs no Python, and a
+card belongs to one customer, so both feature views' state lives under the customer's
+shard (operators/keyed_features.py), and scoring and deciding happen where the features
+are. Side outputs are read in the JVM (flink_jobs/jvm_streams.py). Two variants add
+stages:
 - the last-score rung of the fallback ladder, opt-in (``serving.last_score_max_age_ms``
   > 0): its state is per card, so scored records are keyed again by the card's shard
   (operators/fallback_ladder.py) before a decide operator;
 - process mode (``job.execution_mode``, job-wide in PyFlink): PyFlink's async operator
   scores (operators/scoring.py) between the feature operator and the decide operator.
 
-A record any stage fails on is marked and passed on; the decide stage sends it to the
-dead letters with reason internal_error (operators/failures.py).
+Validation's dead letters leave the keyed operator by a side output. A record a later
+stage fails on is marked and passed on; the decide stage sends it to the dead letters
+with reason internal_error (operators/failures.py).
 """
 
 from __future__ import annotations
@@ -28,24 +31,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Time, Types
-from pyflink.datastream import AsyncDataStream, DataStream
+from pyflink.datastream import AsyncDataStream, DataStream, KeyedStream
 
 from decisioning.rules import RuleSet
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from feature_views.model import FeatureView
+from flink_jobs.jvm_streams import side_output
 from operators.customer_shard import CustomerShardFunction
-from operators.decide import INTERNAL_ERROR_TAG, TRACE_TAG, DecideAndTrace, Decider
+from operators.decide import TRACE_TAG, DecideAndTrace, Decider
+from operators.failures import DEAD_LETTER_TAG, KEY_VALUE_ROW
 from operators.fallback_ladder import FallbackLadderFunction
-from operators.keyed_features import ShardFeatures, shard_of
+from operators.keyed_features import ShardFeatures
 from operators.scoring import ScoreWithModel
-from operators.validation import DLQ_TAG, KEY_VALUE_ROW, ValidateEvents
+from operators.validation import Validation
 from rtd_core.config import RtdConfig
+from rtd_core.sharding import shard_of
 
 RECORDS = Types.PICKLED_BYTE_ARRAY()
 
 
 @dataclass(frozen=True)
 class Outputs:
+    """All three must be read (the job sinks each): PyFlink fails a record sent to a
+    side output that nothing reads."""
+
     decisions: DataStream
     traces: DataStream
     dead_letters: DataStream
@@ -74,60 +83,53 @@ def shard_features(
                          history_capacity=job.working_set_history)
 
 
-def by_customer_shard(validated: DataStream, config: RtdConfig,
-                      views: tuple[FeatureView, FeatureView]) -> Any:
-    customer_key = views[1].entity_key
-    shards = config.job.state_shards
-    return validated.key_by(lambda r: shard_of(r.event[customer_key], shards),
-                            key_type=Types.INT())
+def validation(config: RtdConfig,
+               customer_view: FeatureView = CUSTOMER_FEATURES) -> Validation:
+    return Validation(config.job.max_future_skew_ms, customer_view.entity_key,
+                      config.job.state_shards)
 
 
 def build_features(
-    validated: DataStream,
+    raw: KeyedStream,
     config: RtdConfig,
     views: tuple[FeatureView, FeatureView] = (CARD_FEATURES, CUSTOMER_FEATURES),
 ) -> DataStream:
-    """The feature operator alone: the part the live job and the replay share, so both
-    compute features with the same code and state. ``views``: the card view (its state
-    scoped to the customer; flags late events) and the customer view, whose entity key
-    is the shard's; any declared features are computed, no operator code names them.
-    Watermarks come with ``validated`` from the source, per Kafka partition
-    (flink_jobs/kafka_tables.py)."""
-    return by_customer_shard(validated, config, views) \
-        .process(CustomerShardFunction(shard_features(config, views)), output_type=RECORDS) \
-        .uid("customer-shard-features").name("Features (card + customer)")
+    """Validation and the feature operator alone: the part the live job and the replay
+    share, so both compute features with the same code and state. ``raw``: source rows
+    keyed by their customer's shard (flink_jobs/kafka_tables.py, ``keyed_source``).
+    ``views``: the card view (its state scoped to the customer; flags late events) and
+    the customer view, whose entity key is the shard's; any declared features are
+    computed, no operator code names them. Watermarks come with ``raw`` from the
+    source, per Kafka partition. Dead letters: ``side_output(result, DEAD_LETTER_TAG)``."""
+    return raw.process(CustomerShardFunction(validation(config, views[1]),
+                                             shard_features(config, views)),
+                       output_type=RECORDS) \
+        .uid("customer-shard-features").name("Validation and features (card + customer)")
 
 
-def validate_events(raw: DataStream, config: RtdConfig) -> tuple[DataStream, DataStream]:
-    """Valid records, and dead letters (key, value) rows."""
-    validated = raw.process(ValidateEvents(config.job.max_future_skew_ms),
-                            output_type=Types.PICKLED_BYTE_ARRAY()) \
-        .uid("validate-events").name("Validate events")
-    return validated, validated.get_side_output(DLQ_TAG)
-
-
-def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Outputs:
+def build_topology(raw: KeyedStream, config: RtdConfig, rules: RuleSet) -> Outputs:
+    """``raw``: source rows keyed by their customer's shard (``keyed_source``)."""
     rules.check_inputs(FEATURE_NAMES)
-    validated, rejected = validate_events(raw, config)
     decider = Decider(rules, config.thresholds, ALL_VIEWS, job_info(config, rules))
     last_score_rung = config.serving.last_score_max_age_ms > 0
-    views = (CARD_FEATURES, CUSTOMER_FEATURES)
 
-    decisions: DataStream
+    dead_letters: list[DataStream] = []
     if config.job.execution_mode == "thread":
-        keyed = by_customer_shard(validated, config, views)
+        shard_function = CustomerShardFunction(
+            validation(config), shard_features(config), config.serving,
+            None if last_score_rung else decider)
         if not last_score_rung:
-            decisions = keyed.process(
-                CustomerShardFunction(shard_features(config), config.serving, decider),
-                output_type=KEY_VALUE_ROW,
-            ).uid("decide-by-customer").name("Features, scoring, decision")
-            return _outputs(decisions, rejected)
-        scored = keyed.process(CustomerShardFunction(shard_features(config), config.serving),
-                               output_type=RECORDS) \
-            .uid("score-by-customer").name("Features and scoring")
+            decisions = raw.process(shard_function, output_type=KEY_VALUE_ROW) \
+                .uid("decide-by-customer").name("Validation, features, scoring, decision")
+            return _outputs(decisions, [])
+        scored = raw.process(shard_function, output_type=RECORDS) \
+            .uid("score-by-customer").name("Validation, features and scoring")
+        dead_letters.append(side_output(scored, DEAD_LETTER_TAG))
     else:
+        features = build_features(raw, config)
+        dead_letters.append(side_output(features, DEAD_LETTER_TAG))
         scored = AsyncDataStream.unordered_wait(
-            build_features(validated, config),
+            features,
             ScoreWithModel(config.serving),
             Time.milliseconds(config.job.async_operator_timeout_ms),
             capacity=config.serving.async_capacity,
@@ -146,10 +148,13 @@ def build_topology(raw: DataStream, config: RtdConfig, rules: RuleSet) -> Output
     decisions = scored.process(
         DecideAndTrace(decider, count_ladder=not last_score_rung), output_type=KEY_VALUE_ROW,
     ).uid("decide-and-trace").name("Decide and trace")
-    return _outputs(decisions, rejected)
+    return _outputs(decisions, dead_letters)
 
 
-def _outputs(decisions: DataStream, rejected: DataStream) -> Outputs:
-    traces = decisions.get_side_output(TRACE_TAG)
-    dead_letters = rejected.union(decisions.get_side_output(INTERNAL_ERROR_TAG))
-    return Outputs(decisions=decisions, traces=traces, dead_letters=dead_letters)
+def _outputs(decisions: DataStream, upstream_dead_letters: list[DataStream]) -> Outputs:
+    """The decide stage's outputs; its dead letters with those of the stages before it."""
+    dead_letters = side_output(decisions, DEAD_LETTER_TAG)
+    if upstream_dead_letters:
+        dead_letters = dead_letters.union(*upstream_dead_letters)
+    return Outputs(decisions=decisions, traces=side_output(decisions, TRACE_TAG),
+                   dead_letters=dead_letters)

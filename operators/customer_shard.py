@@ -1,14 +1,17 @@
-"""The job's keyed operator: features, model scoring and the decision of a record, keyed
-by the shard of its customer, so an event crosses one shuffle between the source and the
-sinks (flink_jobs/topology.py).
+"""The job's keyed operator: validation, features, model scoring and the decision of a
+record, keyed by the shard of its customer, which the Kafka source computes in SQL
+(flink_jobs/kafka_tables.py); so an event enters Python once, here, between the source
+and the sinks (flink_jobs/topology.py).
 
 Three uses, one class:
-- ``scoring`` None: features only (the replay, and process mode, where PyFlink's async
-  operator scores next: operators/scoring.py);
+- ``scoring`` None: validation and features only (the replay, and process mode, where
+  PyFlink's async operator scores next: operators/scoring.py);
 - ``scoring`` set, ``decider`` None: features and score, for the opt-in last-score rung
   keyed by card (operators/fallback_ladder.py) and the decide operator after it;
-- both set (thread mode's default): features, score and decision, with the trace and
-  dead letters as side outputs.
+- both set (thread mode's default): features, score and decision, with the trace as a
+  side output.
+In every use, dead letters (rejected by validation, or a stage failed on the record)
+leave by the ``DEAD_LETTER_TAG`` side output.
 
 Scoring. Rows go to a batching model client shared by the subtask's shards
 (serving/pipelined_batch_client.py): a batch is sent when it holds ``max_batch_size``
@@ -41,17 +44,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyflink.common import Types
+from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import MapStateDescriptor
 
 from operators.decide import Decider
-from operators.failures import has_failed, mark_failed
+from operators.failures import DEAD_LETTER_TAG, has_failed, mark_failed
 from operators.fallback_ladder import LadderMetrics
 from operators.keyed_features import ShardFeatures
 from operators.records import JobRecord
 from operators.scored_records import fell_back, model_request, scored
 from operators.scoring_metrics import ScoringMetrics
+from operators.validation import Validation
 from rtd_core.config import ServingConfig
 from serving.model_signature import model_inputs
 from serving.pipelined_batch_client import Finished, PipelinedBatchClient
@@ -81,13 +85,15 @@ class _Shard:
 
 
 class CustomerShardFunction(KeyedProcessFunction):
-    def __init__(self, features: ShardFeatures, scoring: ServingConfig | None = None,
-                 decider: Decider | None = None) -> None:
+    def __init__(self, validation: Validation, features: ShardFeatures,
+                 scoring: ServingConfig | None = None, decider: Decider | None = None) -> None:
+        self.validation = validation
         self.features = features
         self.scoring = scoring
         self.decider = decider
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        self.validation.open(runtime_context)
         self.features.open(runtime_context)
         errors = runtime_context.get_metrics_group().add_group("rtd").add_group(
             "internal_errors")
@@ -118,41 +124,51 @@ class CustomerShardFunction(KeyedProcessFunction):
             self._client.close()
             self._client = None
 
-    def process_element(self, value: JobRecord, ctx: KeyedProcessFunction.Context
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context
                         ) -> Iterator[Any]:
         shard = ctx.get_current_key()
         self._elements += 1
         self._last_element_s = time.monotonic()
-        if not has_failed(value):  # an earlier stage failed on it: on to the dead letters
+        record = self.validation.check(value, shard)
+        if isinstance(record, JobRecord):
             try:
-                self.features.apply(value, shard, ctx)
+                self.features.apply(record, shard, ctx)
             except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
                 self._feature_errors.inc()
-                mark_failed(value, FEATURES_STAGE, exc)
+                mark_failed(record, FEATURES_STAGE, exc)
+        else:  # rejected: its dead letter
+            yield DEAD_LETTER_TAG, record
         client = self._client
-        if client is None:
-            yield value
+        if client is None:  # validation and features only
+            if isinstance(record, JobRecord):
+                yield record
             return
         state = self._shard(shard, ctx)
-        if has_failed(value):
-            yield from self._out(value)
-        else:
-            try:
-                inputs = model_inputs(value.event, value.features)
-            except Exception as exc:  # noqa: BLE001 - a bad record must not stop decisions
-                value.model_request = model_request(self.scoring, {})  # type: ignore[arg-type]
-                self._metrics.row_fell_back("error")
-                yield from self._out(fell_back(value, "error", f"{type(exc).__name__}: {exc}"))
-            else:
-                value.model_request = model_request(self.scoring, inputs)  # type: ignore[arg-type]
-                seq = self._next_seq
-                self._next_seq += 1
-                state.records[seq] = value
-                self._pending.put(seq, value)
-                self._route(client.add((shard, seq), inputs))
+        if isinstance(record, JobRecord):
+            yield from self._admit(record, state, shard, client)
         self._route(client.poll())
         yield from self._emit(state)
         self._arm(state, ctx)
+
+    def _admit(self, record: JobRecord, state: _Shard, shard: int,
+               client: PipelinedBatchClient) -> Iterator[Any]:
+        """The record out for scoring, or straight out when no model call can take it."""
+        if has_failed(record):
+            yield from self._out(record)
+            return
+        try:
+            inputs = model_inputs(record.event, record.features)
+        except Exception as exc:  # noqa: BLE001 - a bad record must not stop decisions
+            record.model_request = model_request(self.scoring, {})  # type: ignore[arg-type]
+            self._metrics.row_fell_back("error")
+            yield from self._out(fell_back(record, "error", f"{type(exc).__name__}: {exc}"))
+            return
+        record.model_request = model_request(self.scoring, inputs)  # type: ignore[arg-type]
+        seq = self._next_seq
+        self._next_seq += 1
+        state.records[seq] = record
+        self._pending.put(seq, record)
+        self._route(client.add((shard, seq), inputs))
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
                  ) -> Iterator[Any]:

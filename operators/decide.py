@@ -20,20 +20,24 @@ from decisioning.rules import RuleSet, evaluate_rules
 from decisioning.trace import build_trace
 from feature_views.model import FeatureView
 from operators.clock import now_ms
-from operators.failures import has_failed, internal_error_row, mark_failed
+from operators.failures import (
+    DEAD_LETTER_TAG,
+    KEY_VALUE_ROW,
+    has_failed,
+    internal_error_row,
+    mark_failed,
+)
 from operators.fallback_ladder import LadderMetrics
 from operators.records import JobRecord
-from operators.validation import KEY_VALUE_ROW
 from rtd_core.config import ThresholdsConfig
 
 TRACE_TAG = OutputTag("decision-traces", KEY_VALUE_ROW)
-# Records any stage failed on (operators/failures.py), as dead letters.
-INTERNAL_ERROR_TAG = OutputTag("internal-errors", KEY_VALUE_ROW)
 STAGE = "decide"
 
 
 class Decider:
-    """Main output: (card_id, decision JSON). Side output: (decision_id, trace JSON)."""
+    """Main output: (card_id, decision JSON). Side outputs: (decision_id, trace JSON), and
+    the dead letter of a record a stage failed on."""
 
     def __init__(
         self,
@@ -69,7 +73,8 @@ class Decider:
                 yield Row(decision["card_id"], decision_json)
                 yield TRACE_TAG, Row(decision["decision_id"], trace_json)
                 return
-        yield INTERNAL_ERROR_TAG, internal_error_row(value, now_ms())
+        # Records any stage failed on (operators/failures.py), as dead letters.
+        yield DEAD_LETTER_TAG, internal_error_row(value, now_ms())
 
     def _decide(self, value: JobRecord) -> tuple[dict[str, Any], bytes, bytes]:
         """The decision, and it and its trace serialised: all are built before either

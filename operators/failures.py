@@ -7,7 +7,7 @@ in a metric. No record's content can make the job restart."
 Each stage catches what fails on one record and marks the record (``failure``: stage and
 error); later stages pass a marked record on untouched, and the decide stage turns it
 into the dead letter (operators/decide.py). So one side output carries every stage's
-failures to the dead-letter sink, and the record keeps its Kafka source for the letter.
+failures to the dead-letter sink (``DEAD_LETTER_TAG``), and the record keeps its Kafka source for the letter.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ import logging
 from typing import Any
 
 import orjson
-from pyflink.common import Row
+from pyflink.common import Row, Types
+from pyflink.datastream import OutputTag
 
 from decisioning.transaction import Reason, Rejection
 from operators.records import JobRecord
 
+# Dead letters, decisions and traces leave the job as (key text, value JSON bytes) rows:
+# JSON encoded once, by orjson, straight to the UTF-8 bytes the Kafka record carries.
+KEY_VALUE_ROW = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+# Every stage's dead letters, validation's and internal errors, leave by this side output.
+DEAD_LETTER_TAG = OutputTag("dead-letters", KEY_VALUE_ROW)
 DETAIL_LIMIT = 500
 _log = logging.getLogger(__name__)
 

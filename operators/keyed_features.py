@@ -1,8 +1,8 @@
 """Card and customer features of a record in one keyed context: the customer's shard.
 
 A card belongs to one customer, so both views' state can live under the customer's
-shard (``crc32(customer_id) % job.state_shards``) and one keyed operator computes both,
-with no shuffle between them. The card view's state is scoped to the customer: its key
+shard (``shard_of(customer_id, job.state_shards)``, rtd_core/sharding.py) and one keyed
+operator computes both, with no shuffle between them. The card view's state is scoped to the customer: its key
 is (customer id, card id), so a card seen under a second customer starts a separate
 history there (docs/contract.md, "Features").
 
@@ -17,7 +17,6 @@ that can no longer affect any window.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 from pyflink.common import Types
@@ -41,10 +40,6 @@ SAFETY_TTL_DAYS = 45
 PROGRESS_STATE = "customer-shard-partition-progress-v1"
 # mallinfo2 walks every malloc arena under its lock: every few seconds, not every record.
 MEMORY_PUBLISH_S = 5.0
-
-
-def shard_of(entity_key: str, shards: int) -> int:
-    return zlib.crc32(entity_key.encode("utf-8")) % shards
 
 
 def state_descriptor(view: FeatureView) -> MapStateDescriptor:

@@ -1,10 +1,12 @@
 """The record a valid event is while it crosses the job's operators.
 
-``ValidateEvents`` makes it; the keyed operator adds the features, the model request and
-the model's answer; the decider turns it into a decision and its trace, or, when a
-stage failed on it (``failure``), into a dead letter. One slotted class rather than a
-dict: the fields are fixed and named, a typo is an AttributeError rather than a new
-key, and the record pickles as a tuple of its fields across the shuffle.
+Validation makes it (operators/validation.py), in the keyed operator, which adds the
+features, the model request and the model's answer; the decider turns it into a
+decision and its trace, or, when a stage failed on it (``failure``), into a dead letter.
+One slotted class rather than a dict: the fields are fixed and named, a typo is an
+AttributeError rather than a new key, and the record pickles as a tuple of its fields
+where it crosses operators (process mode, the opt-in last-score rung, the replay) and
+into the pending-record state.
 """
 
 from __future__ import annotations

@@ -1,24 +1,21 @@
-"""Validation: valid events go on as records, malformed ones to the dead-letter output."""
+"""Validation: valid events go on as records, malformed ones to the dead letters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pyflink.common import Row, Types
-from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
+from pyflink.common import Row
+from pyflink.datastream import RuntimeContext
 
 from decisioning.transaction import Reason, Rejection, validate
 from operators.clock import now_ms
 from operators.failures import dead_letter_row, error_text
 from operators.records import JobRecord
+from rtd_core.sharding import shard_of
 
-# Dead letters, decisions and traces leave the job as (key text, value JSON bytes) rows:
-# JSON encoded once, by orjson, straight to the UTF-8 bytes the Kafka record carries.
-KEY_VALUE_ROW = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
-DLQ_TAG = OutputTag("dead-letters", KEY_VALUE_ROW)
 STAGE = "validate"
+ROUTE_STAGE = "route"
 
 
 def _text(value: bytes | None) -> str | None:
@@ -64,17 +61,29 @@ def accepted(source: dict[str, Any], raw: bytes | None, max_future_skew_ms: int,
                      timings={"received": received, "validated": now_ms()})
 
 
-class ValidateEvents(ProcessFunction):
-    """Input rows: (key bytes, value bytes, topic, partition, offset, kafka timestamp)."""
+class Validation:
+    """Validation as the keyed operator runs it (operators/customer_shard.py): a source
+    row becomes its record, or its dead letter.
 
-    def __init__(self, max_future_skew_ms: int) -> None:
+    The source keys rows by the shard of the customer id it reads from the JSON in SQL
+    (flink_jobs/kafka_tables.py); a valid event whose customer belongs to another shard
+    (a payload Flink's JSON reader and validation's read differently) would see the
+    wrong shard's state, so it is a dead letter (``internal_error``, stage ``route``),
+    counted, never a decision on wrong features."""
+
+    def __init__(self, max_future_skew_ms: int, customer_field: str, shards: int) -> None:
         self.max_future_skew_ms = max_future_skew_ms
+        self.customer_field = customer_field
+        self.shards = shards
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        group = runtime_context.get_metrics_group().add_group("rtd")
-        self._internal_errors = group.add_group("internal_errors").counter(STAGE)
+        errors = runtime_context.get_metrics_group().add_group("rtd").add_group(
+            "internal_errors")
+        self._internal_errors = errors.counter(STAGE)
+        self._misrouted = errors.counter(ROUTE_STAGE)
 
-    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
+    def check(self, value: Row, shard: int) -> JobRecord | Row:
+        """``value``: (key bytes, value bytes, topic, partition, offset, kafka time)."""
         received = now_ms()
         source: dict[str, Any] = {}
         try:
@@ -82,10 +91,17 @@ class ValidateEvents(ProcessFunction):
             result = accepted(source, raw, self.max_future_skew_ms, received)
         except Exception as exc:  # noqa: BLE001 - no record's content may stop the job
             self._internal_errors.inc()
-            yield DLQ_TAG, dead_letter_row(Rejection(Reason.INTERNAL_ERROR, error_text(exc)),
-                                           source, received, stage=STAGE)
-            return
+            return dead_letter_row(Rejection(Reason.INTERNAL_ERROR, error_text(exc)),
+                                   source, received, stage=STAGE)
         if isinstance(result, Rejection):
-            yield DLQ_TAG, dead_letter_row(result, source, received)
-            return
-        yield result
+            return dead_letter_row(result, source, received)
+        customer = result.event[self.customer_field]
+        if shard_of(customer, self.shards) != shard:
+            self._misrouted.inc()
+            return dead_letter_row(
+                Rejection(Reason.INTERNAL_ERROR,
+                          f"{self.customer_field} {customer[:100]!r} belongs to shard "
+                          f"{shard_of(customer, self.shards)}, the source keyed it to {shard}: "
+                          "Flink's JSON functions read the payload differently"),
+                source, received, stage=ROUTE_STAGE)
+        return result

@@ -139,7 +139,8 @@ def collect_rows(config: RtdConfig, settings: ReplaySettings, resolved: Resolved
         bundle_time_ms=settings.bundle_time_ms, connector_jars=config.connector_jar_uris(),
         execution_mode=settings.execution_mode)
     raw = kafka_replay_source(t_env, config, resolved.source_options(),
-                              group_id=f"rtd-replay-{uuid.uuid4().hex[:8]}")
+                              group_id=f"rtd-replay-{uuid.uuid4().hex[:8]}",
+                              customer_field=settings.views[1].entity_key)
     batches = build_replay(raw, config, settings.views, resolved.rows_from, settings.batch_size)
     rows: list[tuple[Any, ...]] = []
     dead: Counter[str] = Counter()

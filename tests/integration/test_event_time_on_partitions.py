@@ -34,7 +34,7 @@ import pytest
 
 from bench.reference_features import DAY, all_features
 from decisioning.trace import feature_values, trace_event, trace_timings
-from operators.keyed_features import shard_of
+from rtd_core.sharding import shard_of
 from stack.flink_cluster import FlinkCluster
 from tests.builders import HOUR, MIN, SEC, txn
 from tests.integration.model_drills import produce, running_job, wait_decided

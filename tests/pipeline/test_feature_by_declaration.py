@@ -12,7 +12,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 from feature_views.definitions import CARD_FEATURES, CUSTOMER_FEATURES
 from feature_views.model import DAY_MS, Aggregation, Feature
 from flink_jobs.decision_job import job_configuration
-from flink_jobs.topology import build_features, validate_events
+from flink_jobs.topology import build_features
 from rtd_core.config import load_config
 from tests.builders import HOUR, T0, encode, txn
 from tests.pipeline.collection_source import collection_source
@@ -38,8 +38,8 @@ def test_card_amount_max_24h_added_by_declaration_alone():
     env.set_parallelism(1)
     rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, None)
             for i, e in enumerate(events)]
-    validated, _ = validate_events(collection_source(env, rows), config)
-    enriched = build_features(validated, config, views=(card_view, CUSTOMER_FEATURES))
+    enriched = build_features(collection_source(env, rows), config,
+                              views=(card_view, CUSTOMER_FEATURES))
     out = enriched.map(lambda r: (r.event["event_id"], r.features["card_amount_max_24h"]),
                        output_type=Types.TUPLE([Types.STRING(), Types.DOUBLE()]))
     got = dict(out.execute_and_collect())
