@@ -6,8 +6,9 @@ in a metric. No record's content can make the job restart."
 
 Each stage catches what fails on one record and marks the record (``failure``: stage and
 error); later stages pass a marked record on untouched, and the decide stage turns it
-into the dead letter (operators/decide.py). So one side output carries every stage's
-failures to the dead-letter sink (``DEAD_LETTER_TAG``), and the record keeps its Kafka source for the letter.
+into the dead letter (operators/decide.py). So one side output (``DEAD_LETTER_TAG``)
+carries every stage's failures to the dead-letter sink, and the record keeps its Kafka
+source for the letter.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 A card belongs to one customer, so both views' state can live under the customer's
 shard (``shard_of(customer_id, job.state_shards)``, rtd_core/sharding.py) and one keyed
-operator computes both, with no shuffle between them. The card view's state is scoped to the customer: its key
-is (customer id, card id), so a card seen under a second customer starts a separate
-history there (docs/contract.md, "Features").
+operator computes both, with no shuffle between them. The card view's state is scoped to
+the customer: its key is (customer id, card id), so a card seen under a second customer
+starts a separate history there (docs/contract.md, "Features").
 
 State: per view, one ``MapState`` per shard (entity key -> compact window state) in
 RocksDB, the store of record that checkpoints and restores see; every write goes through

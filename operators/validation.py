@@ -96,12 +96,13 @@ class Validation:
         if isinstance(result, Rejection):
             return dead_letter_row(result, source, received)
         customer = result.event[self.customer_field]
-        if shard_of(customer, self.shards) != shard:
+        belongs_to = shard_of(customer, self.shards)
+        if belongs_to != shard:
             self._misrouted.inc()
             return dead_letter_row(
                 Rejection(Reason.INTERNAL_ERROR,
                           f"{self.customer_field} {customer[:100]!r} belongs to shard "
-                          f"{shard_of(customer, self.shards)}, the source keyed it to {shard}: "
+                          f"{belongs_to}, the source keyed it to {shard}: "
                           "Flink's JSON functions read the payload differently"),
                 source, received, stage=ROUTE_STAGE)
         return result

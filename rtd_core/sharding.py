@@ -3,7 +3,7 @@
 The live job keys its one Python operator by the shard of the event's customer, and the
 key is computed in the Kafka source's SQL (flink_jobs/kafka_tables.py): the source task
 then runs no Python at all, so validation, features, scoring and deciding share one
-task thread and one pickled-free crossing into Python per event. The Python operators
+task thread and one crossing into Python per event, with nothing pickled on the way. The Python operators
 that key by a shard themselves (the opt-in last-score rung, by card) and the operator's
 routing check (operators/validation.py) use ``shard_of``; ``shard_sql`` is its SQL twin,
 and tests/pipeline/test_shard_sql.py holds the two to the same value.
