@@ -32,7 +32,8 @@ from rtd_core.sharding import shard_of
 from simulator.generator import GeneratorSettings, generate
 
 RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
+                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG(),
+                     Types.LONG()])
 KEYED_ROW = Types.ROW([Types.INT(), RAW_ROW])
 
 
@@ -54,7 +55,7 @@ def run(events: int, overrides: dict, backend: str) -> dict:
                                          malformed_share=0.0), events)
     shards = config.job.state_shards
     rows = [Row(shard_of(json.loads(r.value)["customer_id"], shards),
-                Row(r.key, r.value, "transactions", 0, i, None))
+                Row(r.key, r.value, "transactions", 0, i, None, None))
             for i, r in enumerate(records) if r.kind == "txn"]
     # Keyed in the JVM, as the job's source keys its rows (flink_jobs/kafka_tables.py).
     raw = keyed_by_first_field(env.from_collection(rows, type_info=KEYED_ROW), RAW_ROW)

@@ -20,17 +20,22 @@ from flink_jobs.event_time_sql import row_time_sql
 from flink_jobs.jvm_streams import keyed_by_first_field
 from rtd_core.config import KafkaConfig, RtdConfig
 from rtd_core.security import kafka_client_properties, kafka_java_properties
-from rtd_core.sharding import shard_sql
+from rtd_core.sharding import shard_of_md5_sql
 
 SOURCE_TABLE = "rtd_transactions"
-# The source's columns that the job reads (the row-time column only drives watermarks),
-# and their types as the Python operator receives them.
+# The source's columns that the job reads (the row-time column only drives watermarks).
 SOURCE_COLUMNS = ("k", "v", "topic", "partition", "offset", "kafka_ts")
-SOURCE_ROW = Types.ROW_NAMED(list(SOURCE_COLUMNS), [
+# The row the keyed Python operator receives: those columns, then ``read_at``, when the
+# source task read the record (epoch ms, Flink's processing time before the shuffle).
+SOURCE_ROW = Types.ROW_NAMED([*SOURCE_COLUMNS, "read_at"], [
     Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(),
-    Types.INT(), Types.LONG(), Types.INSTANT()])
+    Types.INT(), Types.LONG(), Types.INSTANT(), Types.LONG()])
 _SOURCE_ROW_SQL = ("ROW<`k` BYTES, `v` BYTES, `topic` STRING, `partition` INT, `offset` BIGINT,"
-                   " `kafka_ts` TIMESTAMP_LTZ(3)>")
+                   " `kafka_ts` TIMESTAMP_LTZ(3), `read_at` BIGINT>")
+# Epoch ms of CURRENT_TIMESTAMP, which streaming SQL evaluates once per record (the
+# code generator reuses it within the record); batch SQL, once per query.
+READ_AT_SQL = ("EXTRACT(EPOCH FROM CURRENT_TIMESTAMP) * 1000"
+               " + MOD(EXTRACT(MILLISECOND FROM CURRENT_TIMESTAMP), 1000)")
 SINK_TABLES = {"decisions": "rtd_decisions", "traces": "rtd_decision_traces", "dlq": "rtd_dlq"}
 
 _STARTUP = {
@@ -181,11 +186,18 @@ def routing_sql(shards: int, customer_field: str = "customer_id") -> str:
     read from the raw JSON value by Flink's JSON functions, which give NULL on any parse
     error. A value with no readable customer (a dead letter to be) takes its partition's
     shard, so a poison burst spreads as the partitions do; validation, in the keyed
-    operator, checks that a valid event came to its customer's shard."""
+    operator, checks that a valid event came to its customer's shard.
+
+    The customer id's MD5 comes from a one-element UNNEST, so the JSON is parsed and
+    hashed once a record: the planner would inline a subquery's column, and the code
+    generator evaluates a repeated call once per occurrence (seven, one per hex digit;
+    measured in docs/BENCHMARKS.md)."""
     customer = f"JSON_VALUE(CAST(`v` AS STRING), '$.{customer_field}')"
     columns = ", ".join(f"`{c}`" for c in SOURCE_COLUMNS)
-    return (f"SELECT COALESCE({shard_sql(customer, shards)}, MOD(`partition`, {int(shards)}))"
-            f" AS shard, CAST(ROW({columns}) AS {_SOURCE_ROW_SQL}) AS rec FROM {SOURCE_TABLE}")
+    return (f"SELECT COALESCE({shard_of_md5_sql('`digest`', shards)},"
+            f" MOD(`partition`, {int(shards)})) AS shard,"
+            f" CAST(ROW({columns}, {READ_AT_SQL}) AS {_SOURCE_ROW_SQL}) AS rec"
+            f" FROM {SOURCE_TABLE} CROSS JOIN UNNEST(ARRAY[MD5({customer})]) AS d(`digest`)")
 
 
 def keyed_source(t_env: StreamTableEnvironment, shards: int,
@@ -197,8 +209,8 @@ def keyed_source(t_env: StreamTableEnvironment, shards: int,
 
 
 def keyed_rows(t_env: StreamTableEnvironment, query: str) -> KeyedStream:
-    """The rows of ``query`` (``shard`` INT, ``rec`` a ROW of the ``SOURCE_COLUMNS``'
-    types), keyed by ``shard`` in the JVM; the keyed Python operator gets ``rec`` as
+    """The rows of ``query`` (``shard`` INT, ``rec`` a ROW of ``SOURCE_ROW``'s types),
+    keyed by ``shard`` in the JVM; the keyed Python operator gets ``rec`` as
     ``SOURCE_ROW``. ``to_append_stream`` because it gives the row type the keyed Python
     operator needs (flink_jobs/jvm_streams.py)."""
     keyed = Types.ROW_NAMED(["shard", "rec"], [Types.INT(), SOURCE_ROW])

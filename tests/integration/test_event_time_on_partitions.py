@@ -118,8 +118,11 @@ def certainly_late(traces: dict[str, dict[str, Any]], partitions: int,
       from the events of its customers processed before, across the restart too (kept
       in state, saved in steps of up to a second).
 
-    The source's order shows in each trace's ``received`` time (validation, right after
-    the source)."""
+    The source's order shows in each trace's ``received`` time: when the source task
+    read the record, before the shuffle (flink_jobs/kafka_tables.py, ``read_at``). The
+    keyed operator's own time would not do: records wait in the shuffle's buffers, so a
+    record it takes 400 ms after another may have been read before the watermark that
+    covers the other was even emitted."""
     by_arrival = sorted(traces.values(), key=lambda t: trace_timings(t)["received"])
     since_start: dict[int, int] = {}
     by_shard: dict[int, dict[int, int]] = defaultdict(dict)

@@ -28,7 +28,8 @@ from rtd_core.sharding import shard_of
 from tests.builders import encode
 
 RAW_ROW = Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG()])
+                     Types.STRING(), Types.INT(), Types.LONG(), Types.LONG(),
+                     Types.LONG()])
 
 
 class PayloadEventTime(TimestampAssigner):
@@ -40,7 +41,7 @@ class PayloadEventTime(TimestampAssigner):
 def raw_rows(events: Iterable[dict[str, Any]], partition: int = 0, first_offset: int = 0,
              record_time: int | None = None) -> list[Row]:
     return [Row(e["card_id"].encode(), encode(e), "transactions", partition, first_offset + i,
-                record_time) for i, e in enumerate(events)]
+                record_time, None) for i, e in enumerate(events)]
 
 
 def customer_shard(row: Row, shards: int) -> int:

@@ -77,9 +77,9 @@ def test_topology_decides_every_valid_event_with_reference_features(tmp_path, mo
     conf.set_string("python.executable", sys.executable)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(parallelism)
-    rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, T0 + DAY)
+    rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, T0 + DAY, None)
             for i, e in enumerate(events)]
-    rows += [Row(b"bad", m, "transactions", 1, i, T0) for i, m in enumerate(malformed)]
+    rows += [Row(b"bad", m, "transactions", 1, i, T0, None) for i, m in enumerate(malformed)]
     raw = collection_source(env, rows)
     out = build_topology(raw, config, load_rules())
     tagged = out.decisions.map(lambda r: Row("decision", r[0], r[1].decode()), output_type=OUT_ROW).union(

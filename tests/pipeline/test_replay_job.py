@@ -72,7 +72,8 @@ def raw_rows(events: list[dict[str, Any]], malformed: list[bytes]) -> list[Row]:
     for key, value in [(e["card_id"].encode(), encode(e)) for e in events] + [
             (b"bad", m) for m in malformed]:
         p = partition_of(key)
-        rows.append(Row(key, value, "transactions", p, offsets[p], T0 + DAY + len(rows)))
+        rows.append(Row(key, value, "transactions", p, offsets[p], T0 + DAY + len(rows),
+                        None))
         offsets[p] += 1
     return rows
 
@@ -188,7 +189,7 @@ def test_the_local_engine_gives_the_flink_job_s_rows():
                          kafka={"partitions": SHARED_PARTITIONS})
     env = environment(replay_configuration(config, bundle_size=1000, bundle_time_ms=50))
     raw = collection_source(env, [Row(r.key, r.value, "transactions", r.partition, r.offset,
-                                      r.timestamp_ms) for r in records])
+                                      r.timestamp_ms, None) for r in records])
     flink_rows: dict[str, tuple] = {}
     flink_dead: Counter[str] = Counter()
     for batch in build_replay(raw, config, ALL_VIEWS, {}, batch_size=100).execute_and_collect():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 
 import orjson
 import pytest
@@ -92,13 +93,18 @@ def test_sql_shard_is_shard_of_the_customer_validation_reads(stream_env):
     _env, t_env = stream_env
     cases = payloads()
     source_view(t_env, [v for v, _ in cases])
+    before = int(time.time() * 1000)
     try:
-        query = f"SELECT `rec`.`offset`, shard FROM ({routing_sql(SHARDS)})"
+        query = f"SELECT `rec`.`offset`, shard, `rec`.`read_at` FROM ({routing_sql(SHARDS)})"
         with t_env.sql_query(query).execute().collect() as results:
-            got = dict(tuple(row) for row in results)  # offset -> shard
+            rows = [tuple(row) for row in results]
     finally:
         t_env.execute_sql(f"DROP TEMPORARY VIEW {SOURCE_TABLE}")
-    assert len(got) == len(cases)
+    after = int(time.time() * 1000)
+    got = {offset: shard for offset, shard, _ in rows}
+    assert len(got) == len(cases) == len(rows)
+    # the source's read time, in epoch ms, is the trace's received_at
+    assert all(before <= read_at <= after for _, _, read_at in rows), (before, after)
     for offset, (value, customer) in enumerate(cases):
         if customer is not None:
             assert got[offset] == shard_of(customer, SHARDS), (value, customer)
