@@ -36,7 +36,7 @@ def test_card_amount_max_24h_added_by_declaration_alone():
     conf.set_string("python.executable", sys.executable)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)
-    rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, None)
+    rows = [Row(e["card_id"].encode(), encode(e), "transactions", 0, i, None, None)
             for i, e in enumerate(events)]
     enriched = build_features(collection_source(env, rows), config,
                               views=(card_view, CUSTOMER_FEATURES))
