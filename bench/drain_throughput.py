@@ -55,13 +55,20 @@ def main() -> None:
     decided = [d["decided_at"] for d in docs]
     span = (max(decided) - min(decided)) / 1000
     stages: dict[str, list[float]] = {}
+    scored = calls = 0.0
     for record in traces:
-        for stage, ms in trace_stage_durations(json.loads(record.value)).items():
+        trace = json.loads(record.value)
+        for stage, ms in trace_stage_durations(trace).items():
             stages.setdefault(stage, []).append(ms)
+        response = (trace.get("model") or {}).get("response")
+        if response and response.get("batch_size"):
+            scored += 1
+            calls += 1 / response["batch_size"]  # each call's rows add up to one call
     print(json.dumps({
         "events": args.events, "decisions": len(docs), "expected": expected,
         "decisions_per_s": round(len(docs) / span, 1) if span else None,
         "model_path_share": round(sum(d["path"] == "MODEL" for d in docs) / len(docs), 3),
+        "model_calls": round(calls), "rows_per_call": round(scored / calls, 1) if calls else None,
         "stage_ms_p50": {k: statistics.median(v) for k, v in stages.items()},
         "stage_ms_p99": {k: percentile(v, 0.99) for k, v in stages.items()},
         "override": json.loads(args.override),

@@ -174,6 +174,10 @@ class ServingConfig(_Frozen):
     poll_interval_s: float = 2.0
     timeout_ms: int = Field(default=250, ge=1)
     batch_window_ms: float = Field(default=2.0, ge=0)
+    # Thread mode: a call short of max_batch_size starts at least this long after the
+    # previous one, so under load rows per call grow instead of calls per second (each
+    # call costs the model server more than its rows do; docs/BENCHMARKS.md).
+    min_call_interval_ms: float = Field(default=10.0, ge=0)
     max_batch_size: int = Field(default=64, ge=1)
     # Thread mode: Predict calls out at once (serving/pipelined_batch_client.py); the
     # task thread goes on while they are. 0: it waits for each answer, idle for the

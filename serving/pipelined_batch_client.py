@@ -18,14 +18,15 @@ and picks up answers whenever it comes back (``add``, ``poll``). So:
   when fewer than ``max_in_flight`` calls are out, and when all are out ``add`` waits for
   the first answer: that wait is the job's back-pressure on a saturated model;
 - ``poll()`` returns the rows of answered calls, and sends the queue once its first row
-  has waited ``batch_window_ms`` and a call slot is free; when the first row has waited
+  has waited ``batch_window_ms``, ``min_call_interval_ms`` has passed since the last
+  call started, and a call slot is free; when the first row has waited
   a tenth of its deadline and every slot is still taken, it waits for a slot (rows then
   wait upstream, in Flink's buffers, not against their deadline);
 - ``due_in()`` says when ``poll()`` next has work, so the operator can set a timer;
 - ``flush()`` sends everything and waits for every answer (the end of an input).
 
-While calls are out, rows pile up in the queue, so rows per call grow with load up to
-``max_batch_size``. ``max_in_flight`` 0 waits for each call's answer right after sending
+While calls are out, and for the interval between calls, rows pile up in the queue, so
+rows per call grow with load up to ``max_batch_size``. ``max_in_flight`` 0 waits for each call's answer right after sending
 it, as a blocking client would (kept to measure against: docs/BENCHMARKS.md). Deadlines, fallback reasons and the circuit breaker are those of the
 other clients (serving/predict_calls.py): each row has ``timeout_ms`` from being queued,
 the call carries the oldest row's remaining time as its gRPC deadline, and a call not
@@ -216,6 +217,8 @@ class PipelinedBatchClient:
         self._on_call = on_call
         self._timeout_s = config.timeout_ms / 1000.0
         self._window_s = config.batch_window_ms / 1000.0
+        self._interval_s = config.min_call_interval_ms / 1000.0
+        self._last_send = -float("inf")
         self._max_batch = config.max_batch_size
         self._blocking = config.max_in_flight == 0
         self._max_in_flight = max(1, config.max_in_flight)
@@ -286,9 +289,17 @@ class PipelinedBatchClient:
                 finished += self._collect(self._wait_for_answer())
         while (self._queue and len(self._in_flight) < self._max_in_flight
                and (len(self._queue) >= self._max_batch
-                    or self._clock() - self._queue[0].queued_at >= self._window_s)):
+                    or self._clock() >= self._partial_due())):
             finished += self._send()
         return finished
+
+    def _partial_due(self) -> float:
+        """When the queue may go out short of a full batch: once its first row has waited
+        the batching window, and ``min_call_interval_ms`` after the last call started.
+        Below 1,000 / interval rows a second that adds little; above it, rows per call
+        grow with load, and the model server's cost per call (most of its cost at these
+        sizes, docs/BENCHMARKS.md) stays flat while the job's load grows."""
+        return max(self._queue[0].queued_at + self._window_s, self._last_send + self._interval_s)
 
     def due_in(self) -> float | None:
         """Seconds until ``poll()`` has work; None when no row is queued or out.
@@ -300,7 +311,7 @@ class PipelinedBatchClient:
         now = self._clock()
         waits = []
         if self._queue and len(self._in_flight) < self._max_in_flight:
-            waits.append(self._queue[0].queued_at + self._window_s - now)
+            waits.append(self._partial_due() - now)
         if self._in_flight:
             first = min(c.started for c in self._in_flight.values())
             expected = first + self._call_s - now
@@ -343,6 +354,7 @@ class PipelinedBatchClient:
         batch = self._queue[: self._max_batch]
         del self._queue[: self._max_batch]
         started = self._clock()
+        self._last_send = started
         remaining = min(r.deadline for r in batch) - started
         if remaining <= 0:
             error = ModelCallError("timeout", "deadline passed while queued")

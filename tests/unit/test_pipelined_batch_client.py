@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 def config(port: int, **overrides: Any) -> ServingConfig:
     values: dict[str, Any] = {"host": "127.0.0.1", "port": port, "timeout_ms": 2_000,
                               "batch_window_ms": 0.0, "max_batch_size": 64,
-                              "max_in_flight": 1}
+                              "max_in_flight": 1, "min_call_interval_ms": 0.0}
     values.update(overrides)
     return ServingConfig(**values)
 
@@ -73,6 +73,28 @@ def test_the_caller_goes_on_while_a_call_is_out_and_rows_pile_into_the_next_call
     assert service.max_concurrent == 1
     assert sorted(map(str, (f.tag for f in finished))) == sorted(
         ["first", *map(str, range(30))])
+    assert all(f.prediction is not None for f in finished)
+
+
+def test_a_short_call_waits_the_interval_since_the_last_so_rows_gather() -> None:
+    """Rows per call grow with load with a slot free too: a call short of a full batch
+    starts ``min_call_interval_ms`` after the last one at the soonest."""
+    now = [0.0]
+    with fake_server() as (service, port):
+        client = PipelinedBatchClient(config(port, max_in_flight=2, min_call_interval_ms=300.0),
+                                      clock=lambda: now[0])
+        finished = client.add("a", row(1.0)) + client.poll()  # the first goes at once
+        now[0] = 0.1
+        finished += client.add("b", row(2.0)) + client.poll()
+        assert client.due_in() is not None
+        finished += client.add("c", row(3.0)) + client.poll()
+        assert client.outstanding == 3
+        now[0] = 0.3001
+        finished += client.poll()  # b and c, together
+        finished += client.flush()
+        client.close()
+    assert sorted(service.batch_sizes) == [1, 2]  # two calls out at once: either first
+    assert sorted(f.tag for f in finished) == ["a", "b", "c"]
     assert all(f.prediction is not None for f in finished)
 
 
@@ -191,7 +213,7 @@ def test_max_in_flight_0_waits_for_each_answer_like_a_blocking_call() -> None:
         client.close()
     assert [(f.tag, f.prediction is not None) for f in answered] == [("a", True)]
     assert sorted(f.tag for f in rest) == ["b", "c"]  # type: ignore[type-var]
-    assert service.batch_sizes == [1, 2]
+    assert sorted(service.batch_sizes) == [1, 2]  # two calls out at once: either first
 
 
 def test_rows_starved_behind_busy_slots_make_the_caller_wait_instead_of_timing_out() -> None:
