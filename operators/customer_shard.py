@@ -17,10 +17,11 @@ Scoring. Rows go to a batching model client shared by the subtask's shards
 (serving/pipelined_batch_client.py): a batch is sent when it holds ``max_batch_size``
 rows, or its first row has waited ``batch_window_ms`` and the last call started
 ``min_call_interval_ms`` before; while a call is in flight the task thread goes on with
-other records, whose rows form the next batch; so rows per call grow with load. A thread-mode operator can emit only from its own ``process_element``
-and ``on_timer``, and a record's keyed state can be changed only in its shard's keyed
-context; so each answer waits for its shard: the next record of that shard, or a
-processing-time timer the shard sets while it has rows out (``_arm``).
+other records, whose rows form the next batch; so rows per call grow with load. A
+thread-mode operator can emit only from its own ``process_element`` and ``on_timer``,
+and a record's keyed state can be changed only in its shard's keyed context; so each
+answer waits for its shard: the next record of that shard, or a processing-time timer
+the shard sets while it has rows out (``_arm``).
 
 Exactly once: a record waits in memory for its answer, but also in its shard's keyed
 ``MapState`` (sequence number -> record) from the moment its features are computed until

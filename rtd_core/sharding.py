@@ -3,10 +3,10 @@
 The live job keys its one Python operator by the shard of the event's customer, and the
 key is computed in the Kafka source's SQL (flink_jobs/kafka_tables.py): the source task
 then runs no Python at all, so validation, features, scoring and deciding share one
-task thread and one crossing into Python per event, with nothing pickled on the way. The Python operators
-that key by a shard themselves (the opt-in last-score rung, by card) and the operator's
-routing check (operators/validation.py) use ``shard_of``; ``shard_sql`` is its SQL twin,
-and tests/pipeline/test_shard_sql.py holds the two to the same value.
+task thread and one crossing into Python per event, with nothing pickled on the way. The
+Python operators that key by a shard themselves (the opt-in last-score rung, by card) and
+the operator's routing check (operators/validation.py) use ``shard_of``; ``shard_sql``
+is its SQL twin, and tests/pipeline/test_shard_sql.py holds the two to the same value.
 
 Why MD5: Flink SQL has no CRC or integer hash of a string that Python can reproduce,
 but it has ``MD5`` (hex of the UTF-8 bytes), and the first hex digits of a digest are
@@ -33,8 +33,8 @@ def shard_sql(text: str, shards: int) -> str:
 
 
 def shard_of_md5_sql(digest: str, shards: int) -> str:
-    """SQL: the shard of an entity from ``digest``, the SQL expression of its key's MD5 (hex).
-    ``digest`` appears once for each hex digit, and Flink's code generator evaluates each
+    """SQL: the shard of an entity from ``digest``, the SQL expression of its key's MD5
+    (hex). ``digest`` appears once for each hex digit, and Flink's code generator evaluates each
     occurrence anew: pass a column, not a call, where it runs per record."""
     digits = " + ".join(
         f"(POSITION(SUBSTRING({digest} FROM {i + 1} FOR 1) IN '{_HEX}') - 1)"

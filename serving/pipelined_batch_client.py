@@ -10,29 +10,31 @@ cancel), and a blocking call from the fused operator deadlocked on its first ans
 (gRPC's ``PyGILState_Ensure`` found another thread state than the one PEMJA runs the
 task with, and waited for the GIL its own thread held: seen with gdb, 2026-12-02). A
 blocking call also keeps the task thread idle for a whole round trip, which caps the job
-at about one batch per round trip. So no gRPC runs in the TaskManager: a batch leaves as a serialised ``PredictRequest`` on the relay's pipe and the task
-thread goes on: it computes other records' features, whose rows form the next batch,
-and picks up answers whenever it comes back (``add``, ``poll``). So:
+at about one batch per round trip. So no gRPC runs in the TaskManager: a batch leaves as
+a serialised ``PredictRequest`` on the relay's pipe and the task thread goes on: it
+computes other records' features, whose rows form the next batch, and picks up answers
+whenever it comes back (``add``, ``poll``). So:
 
 - ``add(tag, inputs)`` queues a row; a full batch (``max_batch_size``) is sent at once
   when fewer than ``max_in_flight`` calls are out, and when all are out ``add`` waits for
   the first answer: that wait is the job's back-pressure on a saturated model;
 - ``poll()`` returns the rows of answered calls, and sends the queue once its first row
   has waited ``batch_window_ms``, ``min_call_interval_ms`` has passed since the last
-  call started, and a call slot is free; when the first row has waited
-  a tenth of its deadline and every slot is still taken, it waits for a slot (rows then
-  wait upstream, in Flink's buffers, not against their deadline);
+  call started, and a call slot is free; when the first row has waited a tenth of its
+  deadline and every slot is still taken, it waits for a slot (rows then wait
+  upstream, in Flink's buffers, not against their deadline);
 - ``due_in()`` says when ``poll()`` next has work, so the operator can set a timer;
 - ``flush()`` sends everything and waits for every answer (the end of an input).
 
 While calls are out, and for the interval between calls, rows pile up in the queue, so
-rows per call grow with load up to ``max_batch_size``. ``max_in_flight`` 0 waits for each call's answer right after sending
-it, as a blocking client would (kept to measure against: docs/BENCHMARKS.md). Deadlines, fallback reasons and the circuit breaker are those of the
-other clients (serving/predict_calls.py): each row has ``timeout_ms`` from being queued,
-the call carries the oldest row's remaining time as its gRPC deadline, and a call not
-answered by then (plus ``ANSWER_GRACE_S`` for the pipe) fails its rows as ``timeout``.
-A relay that exits fails its calls as ``unavailable`` and is started again on the next
-send.
+rows per call grow with load up to ``max_batch_size``. ``max_in_flight`` 0 waits for
+each call's answer right after sending it, as a blocking client would (kept to measure
+against: docs/BENCHMARKS.md). Deadlines, fallback reasons and the circuit breaker are
+those of the other clients (serving/predict_calls.py): each row has ``timeout_ms`` from
+being queued, the call carries the oldest row's remaining time as its gRPC deadline, and
+a call not answered by then (plus ``ANSWER_GRACE_S`` for the pipe) fails its rows as
+``timeout``. A relay that exits fails its calls as ``unavailable`` and is started again
+on the next send.
 """
 
 from __future__ import annotations
