@@ -199,6 +199,31 @@ def kill_taskmanager_when(config: Any, committed_at_least: int, event_ids: list[
     return restarted_at
 
 
+def last_failure_at(config: Any) -> int:
+    """Epoch ms of the job's latest failure (0 if none). A TaskManager kill can fail the
+    job more than once (its recovery too), and Flink's watermark starts from nothing at
+    each restart, so the "certainly late" bound counts only what was read after the
+    last one."""
+    cluster = FlinkCluster(config)
+    job = cluster.running_job(config.job.name)
+    assert job is not None, "the job is not running"
+    found: list[int] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "timestamp" and isinstance(value, int):
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(cluster.rest(f"/jobs/{job['jid']}/exceptions"))
+    return max(found, default=0)
+
+
 @pytest.mark.parametrize("kill", [False, True], ids=["steady", "taskmanager-killed"])
 def test_backlog_then_live_on_four_partitions_gives_reference_features(local_stack, run_id,
                                                                         kill):
@@ -220,6 +245,8 @@ def test_backlog_then_live_on_four_partitions_gives_reference_features(local_sta
                                  f"l{run_id}")
         produce(config, live, rate=60)
         decided.update(wait_decided(config, [e["event_id"] for e in live], timeout_s=180))
+        if kill:
+            restarted_at = max(restarted_at, last_failure_at(config))
 
     traces = {event_id: d.trace for event_id, d in decided.items()}
     assert len(traces) == len(backlog) + len(live)
