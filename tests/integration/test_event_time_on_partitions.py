@@ -207,21 +207,8 @@ def last_failure_at(config: Any) -> int:
     cluster = FlinkCluster(config)
     job = cluster.running_job(config.job.name)
     assert job is not None, "the job is not running"
-    found: list[int] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "timestamp" and isinstance(value, int):
-                    found.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(cluster.rest(f"/jobs/{job['jid']}/exceptions"))
-    return max(found, default=0)
+    history = cluster.rest(f"/jobs/{job['jid']}/exceptions")["exceptionHistory"]["entries"]
+    return max((int(entry["timestamp"]) for entry in history), default=0)
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["steady", "taskmanager-killed"])
