@@ -140,6 +140,8 @@ CREATE TEMPORARY TABLE {table} (
   'properties.bootstrap.servers' = '{_quote(kafka.bootstrap_servers)}',
   'properties.transaction.timeout.ms' = '{kafka.transaction_timeout_ms}',{_security_options(kafka)}
   'properties.compression.type' = '{_quote(kafka.compression_type)}',
+  'properties.linger.ms' = '{kafka.sink_linger_ms}',
+  'properties.batch.size' = '{kafka.sink_batch_bytes}',
   'key.format' = 'raw',
   'key.fields' = 'k',
   'value.format' = 'raw',
