@@ -163,7 +163,7 @@ def run_per_event(env: StreamExecutionEnvironment, t_env: StreamTableEnvironment
                   config: RtdConfig) -> None:
     raw = keyed_rows(t_env, """
         SELECT shard, ROW(CAST(k AS BYTES), CAST(v AS BYTES), CAST('transactions' AS STRING),
-                          0, tick, CAST(NULL AS TIMESTAMP_LTZ(3)), CAST(NULL AS BIGINT)) AS rec
+                          0, tick, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT)) AS rec
         FROM raw_events""")
     build_features(raw, config) \
         .map(lambda r: 1, output_type=Types.INT()).add_sink(discarding_sink())

@@ -27,15 +27,25 @@ SOURCE_TABLE = "rtd_transactions"
 SOURCE_COLUMNS = ("k", "v", "topic", "partition", "offset", "kafka_ts")
 # The row the keyed Python operator receives: those columns, then ``read_at``, when the
 # source task read the record (epoch ms, Flink's processing time before the shuffle).
+# Times cross as epoch ms (BIGINT): a TIMESTAMP_LTZ crosses into thread mode's Python as
+# a proxy of a java.time.Instant, whose every attribute is a JNI call (2.6% of the keyed
+# operator's GIL time went to reading it; docs/BENCHMARKS.md).
 SOURCE_ROW = Types.ROW_NAMED([*SOURCE_COLUMNS, "read_at"], [
     Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(),
-    Types.INT(), Types.LONG(), Types.INSTANT(), Types.LONG()])
+    Types.INT(), Types.LONG(), Types.LONG(), Types.LONG()])
 _SOURCE_ROW_SQL = ("ROW<`k` BYTES, `v` BYTES, `topic` STRING, `partition` INT, `offset` BIGINT,"
-                   " `kafka_ts` TIMESTAMP_LTZ(3), `read_at` BIGINT>")
-# Epoch ms of CURRENT_TIMESTAMP, which streaming SQL evaluates once per record (the
-# code generator reuses it within the record); batch SQL, once per query.
-READ_AT_SQL = ("EXTRACT(EPOCH FROM CURRENT_TIMESTAMP) * 1000"
-               " + MOD(EXTRACT(MILLISECOND FROM CURRENT_TIMESTAMP), 1000)")
+                   " `kafka_ts` BIGINT, `read_at` BIGINT>")
+
+
+def epoch_ms_sql(timestamp: str) -> str:
+    """SQL: the epoch ms of a TIMESTAMP_LTZ expression (NULL stays NULL)."""
+    return (f"EXTRACT(EPOCH FROM {timestamp}) * 1000"
+            f" + MOD(EXTRACT(MILLISECOND FROM {timestamp}), 1000)")
+
+
+# CURRENT_TIMESTAMP: streaming SQL evaluates it once per record (the code generator
+# reuses it within the record); batch SQL, once per query.
+READ_AT_SQL = epoch_ms_sql("CURRENT_TIMESTAMP")
 SINK_TABLES = {"decisions": "rtd_decisions", "traces": "rtd_decision_traces", "dlq": "rtd_dlq"}
 
 _STARTUP = {
@@ -195,7 +205,8 @@ def routing_sql(shards: int, customer_field: str = "customer_id") -> str:
     generator evaluates a repeated call once per occurrence (seven, one per hex digit;
     measured in docs/BENCHMARKS.md)."""
     customer = f"JSON_VALUE(CAST(`v` AS STRING), '$.{customer_field}')"
-    columns = ", ".join(f"`{c}`" for c in SOURCE_COLUMNS)
+    columns = ", ".join(epoch_ms_sql(f"`{c}`") if c == "kafka_ts" else f"`{c}`"
+                        for c in SOURCE_COLUMNS)
     return (f"SELECT COALESCE({shard_of_md5_sql('`digest`', shards)},"
             f" MOD(`partition`, {int(shards)})) AS shard,"
             f" CAST(ROW({columns}, {READ_AT_SQL}) AS {_SOURCE_ROW_SQL}) AS rec"

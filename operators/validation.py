@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pyflink.common import Row
@@ -24,22 +23,10 @@ def _text(value: bytes | None) -> str | None:
     return value.decode("utf-8", errors="replace")
 
 
-def _epoch_ms(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    if hasattr(value, "to_epoch_milli"):  # pyflink.common.time.Instant (TIMESTAMP_LTZ)
-        return int(value.to_epoch_milli())
-    if hasattr(value, "toEpochMilli"):  # thread mode: a java.time.Instant proxy (PEMJA)
-        return int(value.toEpochMilli())
-    return int(value)
-
-
 def source_fields(row: Any) -> tuple[dict[str, Any], bytes | None]:
-    """A source row (key bytes, value bytes, topic, partition, offset, kafka timestamp,
-    read time): the record's ``source`` (what its trace and dead letter show), and the
-    raw value."""
+    """A source row (key bytes, value bytes, topic, partition, offset, Kafka timestamp
+    and read time, both epoch ms): the record's ``source`` (what its trace and dead letter
+    show), and the raw value."""
     key, raw, topic, partition, offset, kafka_ts = row[:6]
     source = {
         "key": _text(key),
@@ -47,7 +34,7 @@ def source_fields(row: Any) -> tuple[dict[str, Any], bytes | None]:
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        "kafka_timestamp": _epoch_ms(kafka_ts),
+        "kafka_timestamp": kafka_ts,
     }
     return source, raw
 

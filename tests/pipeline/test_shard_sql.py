@@ -67,13 +67,17 @@ def payloads() -> list[tuple[bytes, str | None]]:
     return out
 
 
+# The records' Kafka timestamp: a millisecond part, to see it cross whole.
+RECORD_TIME = T0 + 123
+
+
 def source_view(t_env: StreamTableEnvironment, values: list[bytes]) -> None:
     rows = ", ".join(f"(X'{v.hex()}', {i % 4}, {i})" for i, v in enumerate(values))
     t_env.execute_sql(f"""
         CREATE TEMPORARY VIEW {SOURCE_TABLE} AS
         SELECT CAST(NULL AS BYTES) AS k, CAST(v AS BYTES) AS v,
                CAST('transactions' AS STRING) AS topic, p AS `partition`,
-               CAST(o AS BIGINT) AS `offset`, TO_TIMESTAMP_LTZ({T0}, 3) AS kafka_ts
+               CAST(o AS BIGINT) AS `offset`, TO_TIMESTAMP_LTZ({RECORD_TIME}, 3) AS kafka_ts
         FROM (VALUES {rows}) AS t(v, p, o)""")
 
 
@@ -95,16 +99,19 @@ def test_sql_shard_is_shard_of_the_customer_validation_reads(stream_env):
     source_view(t_env, [v for v, _ in cases])
     before = int(time.time() * 1000)
     try:
-        query = f"SELECT `rec`.`offset`, shard, `rec`.`read_at` FROM ({routing_sql(SHARDS)})"
+        query = (f"SELECT `rec`.`offset`, shard, `rec`.`read_at`, `rec`.`kafka_ts`"
+                 f" FROM ({routing_sql(SHARDS)})")
         with t_env.sql_query(query).execute().collect() as results:
             rows = [tuple(row) for row in results]
     finally:
         t_env.execute_sql(f"DROP TEMPORARY VIEW {SOURCE_TABLE}")
     after = int(time.time() * 1000)
-    got = {offset: shard for offset, shard, _ in rows}
+    got = {offset: shard for offset, shard, _, _ in rows}
     assert len(got) == len(cases) == len(rows)
     # the source's read time, in epoch ms, is the trace's received_at
-    assert all(before <= read_at <= after for _, _, read_at in rows), (before, after)
+    assert all(before <= read_at <= after for _, _, read_at, _ in rows), (before, after)
+    # the record's Kafka timestamp crosses as epoch ms too, to the millisecond
+    assert {kafka_ts for *_, kafka_ts in rows} == {RECORD_TIME}
     for offset, (value, customer) in enumerate(cases):
         if customer is not None:
             assert got[offset] == shard_of(customer, SHARDS), (value, customer)
