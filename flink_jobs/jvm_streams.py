@@ -8,6 +8,8 @@ one GIL in thread mode (docs/BENCHMARKS.md, 2026-12-05: validation out of the so
   rows are already ``(key, value)``, computed in SQL, needs only the JVM half.
 - ``DataStream.get_side_output`` reads the side output through a Python identity map.
   The JVM side output already carries the tag's type, which the sinks read as is.
+- A projection of some fields of a stream's records (``Tuple`` types) is the JVM's
+  ``DataStream.project``; ``DataStream.map`` would run Python.
 """
 
 from __future__ import annotations
@@ -33,3 +35,12 @@ def keyed_by_first_field(rows: DataStream, value_type: TypeInformation) -> Keyed
 def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
     """The side output ``tag`` of ``stream``, read in the JVM."""
     return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
+
+
+def projected(stream: DataStream, fields: tuple[int, ...]) -> DataStream:
+    """The Tuple ``fields`` of ``stream``'s Tuple records, projected in the JVM."""
+    gateway = get_gateway()
+    indexes = gateway.new_array(gateway.jvm.int, len(fields))
+    for i, field in enumerate(fields):
+        indexes[i] = field
+    return DataStream(stream._j_data_stream.project(indexes))

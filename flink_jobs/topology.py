@@ -11,8 +11,9 @@ raw (per-partition event-time watermarks and the key, the customer's shard, both
 One shuffle and one Python operator per event: the source task runs no Python, and a
 card belongs to one customer, so both feature views' state lives under the customer's
 shard (operators/keyed_features.py), and scoring and deciding happen where the features
-are. Side outputs are read in the JVM (flink_jobs/jvm_streams.py). Two variants add
-stages:
+are. A decision and its trace leave Python as one record, which the JVM splits for the
+two sinks; side outputs are read in the JVM (flink_jobs/jvm_streams.py). Two variants
+add stages:
 - the last-score rung of the fallback ladder, opt-in (``serving.last_score_max_age_ms``
   > 0): its state is per card, so scored records are keyed again by the card's shard
   (operators/fallback_ladder.py) before a decide operator;
@@ -36,10 +37,16 @@ from pyflink.datastream import AsyncDataStream, DataStream, KeyedStream
 from decisioning.rules import RuleSet
 from feature_views.definitions import ALL_VIEWS, CARD_FEATURES, CUSTOMER_FEATURES, FEATURE_NAMES
 from feature_views.model import FeatureView
-from flink_jobs.jvm_streams import side_output
+from flink_jobs.jvm_streams import projected, side_output
 from operators.customer_shard import CustomerShardFunction
-from operators.decide import TRACE_TAG, DecideAndTrace, Decider
-from operators.failures import DEAD_LETTER_TAG, KEY_VALUE_ROW
+from operators.decide import (
+    DECISION_FIELDS,
+    DECISION_OUTPUT,
+    TRACE_FIELDS,
+    DecideAndTrace,
+    Decider,
+)
+from operators.failures import DEAD_LETTER_TAG
 from operators.fallback_ladder import FallbackLadderFunction
 from operators.keyed_features import ShardFeatures
 from operators.scoring import ScoreWithModel
@@ -53,7 +60,8 @@ RECORDS = Types.PICKLED_BYTE_ARRAY()
 @dataclass(frozen=True)
 class Outputs:
     """All three must be read (the job sinks each): PyFlink fails a record sent to a
-    side output that nothing reads."""
+    side output that nothing reads (the dead letters). ``decisions``: (card_id, decision
+    JSON); ``traces``: (decision_id, trace JSON); ``dead_letters``: (key, JSON)."""
 
     decisions: DataStream
     traces: DataStream
@@ -119,7 +127,7 @@ def build_topology(raw: KeyedStream, config: RtdConfig, rules: RuleSet) -> Outpu
             validation(config), shard_features(config), config.serving,
             None if last_score_rung else decider)
         if not last_score_rung:
-            decisions = raw.process(shard_function, output_type=KEY_VALUE_ROW) \
+            decisions = raw.process(shard_function, output_type=DECISION_OUTPUT) \
                 .uid("decide-by-customer").name("Validation, features, scoring, decision")
             return _outputs(decisions, [])
         scored = raw.process(shard_function, output_type=RECORDS) \
@@ -146,15 +154,16 @@ def build_topology(raw: KeyedStream, config: RtdConfig, rules: RuleSet) -> Outpu
                      output_type=RECORDS) \
             .uid("fallback-ladder").name("Fallback ladder (last score per card)")
     decisions = scored.process(
-        DecideAndTrace(decider, count_ladder=not last_score_rung), output_type=KEY_VALUE_ROW,
+        DecideAndTrace(decider, count_ladder=not last_score_rung), output_type=DECISION_OUTPUT,
     ).uid("decide-and-trace").name("Decide and trace")
     return _outputs(decisions, dead_letters)
 
 
-def _outputs(decisions: DataStream, upstream_dead_letters: list[DataStream]) -> Outputs:
-    """The decide stage's outputs; its dead letters with those of the stages before it."""
-    dead_letters = side_output(decisions, DEAD_LETTER_TAG)
+def _outputs(decided: DataStream, upstream_dead_letters: list[DataStream]) -> Outputs:
+    """The decide stage's outputs, each decision and its trace split in the JVM; its dead
+    letters with those of the stages before it."""
+    dead_letters = side_output(decided, DEAD_LETTER_TAG)
     if upstream_dead_letters:
         dead_letters = dead_letters.union(*upstream_dead_letters)
-    return Outputs(decisions=decisions, traces=side_output(decisions, TRACE_TAG),
-                   dead_letters=dead_letters)
+    return Outputs(decisions=projected(decided, DECISION_FIELDS),
+                   traces=projected(decided, TRACE_FIELDS), dead_letters=dead_letters)

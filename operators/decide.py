@@ -1,9 +1,14 @@
-"""Decision and trace for each scored record: two explicit outputs, two sinks.
+"""Decision and trace for each scored record: one output record, two sinks.
 
 ``Decider`` is the decide stage's core, used by the customer-shard operator, which
 decides where it scores (operators/customer_shard.py), and by ``DecideAndTrace``, the
 stage's own operator after the opt-in last-score rung (operators/fallback_ladder.py) or
 PyFlink's async scorer (process mode).
+
+A decision and its trace leave Python together, as one ``DECISION_OUTPUT`` tuple that
+the JVM splits for the two sinks (flink_jobs/topology.py): a trace sent by a side
+output was one more conversion and JNI call per event (6.7% of the keyed operator's GIL
+samples went to side outputs; docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from pyflink.common import Row
-from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
+from pyflink.common import Types
+from pyflink.datastream import ProcessFunction, RuntimeContext
 
 from decisioning.decision import decide
 from decisioning.rules import RuleSet, evaluate_rules
@@ -22,7 +27,6 @@ from feature_views.model import FeatureView
 from operators.clock import now_ms
 from operators.failures import (
     DEAD_LETTER_TAG,
-    KEY_VALUE_ROW,
     has_failed,
     internal_error_row,
     mark_failed,
@@ -31,13 +35,18 @@ from operators.fallback_ladder import LadderMetrics
 from operators.records import JobRecord
 from rtd_core.config import ThresholdsConfig
 
-TRACE_TAG = OutputTag("decision-traces", KEY_VALUE_ROW)
+# (decisions' key: card_id, the decision's JSON, traces' key: decision_id, the trace's
+# JSON). A Tuple, not a Row: the JVM projects a Tuple's fields with no code of its own.
+DECISION_OUTPUT = Types.TUPLE([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                               Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+DECISION_FIELDS = (0, 1)
+TRACE_FIELDS = (2, 3)
 STAGE = "decide"
 
 
 class Decider:
-    """Main output: (card_id, decision JSON). Side outputs: (decision_id, trace JSON), and
-    the dead letter of a record a stage failed on."""
+    """Main output: ``DECISION_OUTPUT``. Side output: the dead letter of a record a stage
+    failed on."""
 
     def __init__(
         self,
@@ -70,8 +79,7 @@ class Decider:
                 mark_failed(value, STAGE, exc)
             else:
                 self._outcomes[(decision["outcome"], decision["path"])].inc()
-                yield Row(decision["card_id"], decision_json)
-                yield TRACE_TAG, Row(decision["decision_id"], trace_json)
+                yield decision["card_id"], decision_json, decision["decision_id"], trace_json
                 return
         # Records any stage failed on (operators/failures.py), as dead letters.
         yield DEAD_LETTER_TAG, internal_error_row(value, now_ms())
