@@ -129,7 +129,7 @@ def build_topology(raw: KeyedStream, config: RtdConfig, rules: RuleSet) -> Outpu
         if not last_score_rung:
             decisions = raw.process(shard_function, output_type=DECISION_OUTPUT) \
                 .uid("decide-by-customer").name("Validation, features, scoring, decision")
-            return _outputs(decisions, [])
+            return _outputs(decisions, [], config.flink.sinks_in_own_task)
         scored = raw.process(shard_function, output_type=RECORDS) \
             .uid("score-by-customer").name("Validation, features and scoring")
         dead_letters.append(side_output(scored, DEAD_LETTER_TAG))
@@ -156,14 +156,18 @@ def build_topology(raw: KeyedStream, config: RtdConfig, rules: RuleSet) -> Outpu
     decisions = scored.process(
         DecideAndTrace(decider, count_ladder=not last_score_rung), output_type=DECISION_OUTPUT,
     ).uid("decide-and-trace").name("Decide and trace")
-    return _outputs(decisions, dead_letters)
+    return _outputs(decisions, dead_letters, config.flink.sinks_in_own_task)
 
 
-def _outputs(decided: DataStream, upstream_dead_letters: list[DataStream]) -> Outputs:
+def _outputs(decided: DataStream, upstream_dead_letters: list[DataStream],
+             own_task: bool) -> Outputs:
     """The decide stage's outputs, each decision and its trace split in the JVM; its dead
     letters with those of the stages before it."""
     dead_letters = side_output(decided, DEAD_LETTER_TAG)
     if upstream_dead_letters:
         dead_letters = dead_letters.union(*upstream_dead_letters)
-    return Outputs(decisions=projected(decided, DECISION_FIELDS),
-                   traces=projected(decided, TRACE_FIELDS), dead_letters=dead_letters)
+    decisions = projected(decided, DECISION_FIELDS)
+    traces = projected(decided, TRACE_FIELDS)
+    if own_task:
+        decisions, traces = decisions.start_new_chain(), traces.start_new_chain()
+    return Outputs(decisions=decisions, traces=traces, dead_letters=dead_letters)

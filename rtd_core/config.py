@@ -145,6 +145,13 @@ class FlinkConfig(_Frozen):
     # execution.buffer-timeout, default 100 ms): a floor on each shuffle's latency at
     # low rates. -1 keeps Flink's default.
     buffer_timeout_ms: int = Field(default=2, ge=-1)
+    # The decision and trace sinks in tasks of their own (threads, in the same slot),
+    # rather than chained to the keyed Python operator, whose thread is the job's
+    # bottleneck while the machine still has a quarter of its CPU idle: their Kafka
+    # producers' serialisation, compression and checkpoint flush then run beside it.
+    # 150k-event drains, warm, alternating: 4,524 / 4,666 / 4,808 against 4,342 / 4,617 /
+    # 4,599 chained (docs/BENCHMARKS.md). Dead letters (few) stay chained.
+    sinks_in_own_task: bool = True
     # Flink's Prometheus metrics reporter (flink-metrics-prometheus, from Maven Central)
     # listens here on every JobManager and TaskManager (a range: one port per process);
     # 0 turns it off.
