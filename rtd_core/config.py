@@ -68,13 +68,14 @@ class KafkaConfig(_Frozen):
     # Compression of the job's output records (decisions, traces, dead letters). Traces
     # are ~5 KB of repetitive JSON; consumers decompress transparently.
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
-    # The exactly-once sinks' producer batching (Kafka's linger.ms and batch.size).
-    # Consumers see output only once a checkpoint commits it, and the commit flushes
-    # whatever is lingering, so a longer linger delays nothing they can see. Every batch
-    # a sink opens builds a compression stream on the task thread (lz4: two 64 KiB
-    # buffers), so with Kafka's defaults (5 ms, 16 KiB) that was a fifth of the task
-    # thread's JVM time; 100 ms and 256 KiB drained 1.2x as fast (docs/BENCHMARKS.md).
-    sink_linger_ms: int = Field(default=100, ge=0)
+    # The exactly-once sinks' producer batching (Kafka's linger.ms and batch.size). Every
+    # batch a sink opens builds an lz4 stream (two 64 KiB buffers), so with Kafka's
+    # defaults (5 ms, 16 KiB) batches were small and many. Consumers reading committed
+    # output see it only when a checkpoint commits it (the commit flushes what lingers),
+    # but the linger adds to when a decision is first appended, which the bench's
+    # decision latency measures: 100 ms drained 4,192-4,264/s with p99 126 ms at 100/s;
+    # 20 ms 4,050-4,096/s; 5 ms 3,787-3,887/s (docs/BENCHMARKS.md).
+    sink_linger_ms: int = Field(default=20, ge=0)
     sink_batch_bytes: int = Field(default=262_144, ge=1_024)
     # The job's source fetches at most this much per partition at a time (Kafka's
     # max.partition.fetch.bytes, default 1 MiB). The source emits a fetch one partition
