@@ -74,8 +74,9 @@ class KafkaConfig(_Frozen):
     # output see it only when a checkpoint commits it (the commit flushes what lingers),
     # but the linger adds to when a decision is first appended, which the bench's
     # decision latency measures: 100 ms drained 4,192-4,264/s with p99 126 ms at 100/s;
-    # 20 ms 4,050-4,096/s; 5 ms 3,787-3,887/s (docs/BENCHMARKS.md).
-    sink_linger_ms: int = Field(default=20, ge=0)
+    # 20 ms 4,050-4,096/s; 5 ms 3,787-3,887/s; 10 ms within 1% of 20 ms in one more pair
+    # (docs/BENCHMARKS.md).
+    sink_linger_ms: int = Field(default=10, ge=0)
     sink_batch_bytes: int = Field(default=262_144, ge=1_024)
     # The job's source fetches at most this much per partition at a time (Kafka's
     # max.partition.fetch.bytes, default 1 MiB). The source emits a fetch one partition

@@ -32,7 +32,7 @@ def test_the_connectors_incrementing_naming_stays_selectable() -> None:
 
 def test_sinks_batch_their_output_until_the_commit_flushes_it() -> None:
     options = _options(sink_ddl(load_config(), "t", "decisions", "p"))
-    assert options["properties.linger.ms"] == "20"
+    assert options["properties.linger.ms"] == "10"
     assert options["properties.batch.size"] == "262144"
     config = load_config(kafka={"sink_linger_ms": 5, "sink_batch_bytes": 16_384})
     options = _options(sink_ddl(config, "t", "decisions", "p"))
