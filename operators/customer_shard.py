@@ -8,8 +8,8 @@ Three uses, one class:
   PyFlink's async operator scores next: operators/scoring.py);
 - ``scoring`` set, ``decider`` None: features and score, for the opt-in last-score rung
   keyed by card (operators/fallback_ladder.py) and the decide operator after it;
-- both set (thread mode's default): features, score and decision, with the trace as a
-  side output.
+- both set (thread mode's default): features, score and decision, which leaves with
+  its trace as one record (operators/decide.py).
 In every use, dead letters (rejected by validation, or a stage failed on the record)
 leave by the ``DEAD_LETTER_TAG`` side output.
 
