@@ -34,8 +34,8 @@ def shard_sql(text: str, shards: int) -> str:
 
 def shard_of_md5_sql(digest: str, shards: int) -> str:
     """SQL: the shard of an entity from ``digest``, the SQL expression of its key's MD5
-    (hex). ``digest`` appears once for each hex digit, and Flink's code generator evaluates each
-    occurrence anew: pass a column, not a call, where it runs per record."""
+    (hex). ``digest`` appears once for each hex digit, and Flink's code generator
+    evaluates each occurrence anew: pass a column, not a call, where it runs per record."""
     digits = " + ".join(
         f"(POSITION(SUBSTRING({digest} FROM {i + 1} FOR 1) IN '{_HEX}') - 1)"
         f" * {16 ** (HASH_HEX_DIGITS - 1 - i)}"
