@@ -321,6 +321,11 @@ class FlinkCluster:
         except requests.RequestException:
             return []
 
+    def failures(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's failures, newest first: the entries of its exception history (each
+        with the failure's epoch ms as ``timestamp``)."""
+        return list(self.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"])
+
     def running_job(self, name: str) -> dict[str, Any] | None:
         for job in self.jobs():
             if job.get("name") == name and job.get("state") in ("RUNNING", "CREATED",

@@ -210,8 +210,8 @@ def last_failure_at(config: Any) -> int:
     cluster = FlinkCluster(config)
     job = cluster.running_job(config.job.name)
     assert job is not None, "the job is not running"
-    history = cluster.rest(f"/jobs/{job['jid']}/exceptions")["exceptionHistory"]["entries"]
-    return max((int(entry["timestamp"]) for entry in history), default=0)
+    return max((int(entry["timestamp"]) for entry in cluster.failures(job["jid"])),
+               default=0)
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["steady", "taskmanager-killed"])

@@ -61,7 +61,7 @@ def test_taskmanager_crash_loses_nothing_and_duplicates_nothing(local_stack, run
         decisions = read_all(config, config.kafka.topics.decisions)
         traces = read_all(config, config.kafka.topics.traces)
         dead = read_all(config, config.kafka.topics.dlq)
-        failures = cluster.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+        failures = cluster.failures(job_id)
     finally:
         producer.join(timeout=1)
         FlinkCluster(config).cancel(job_id)

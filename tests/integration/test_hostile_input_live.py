@@ -86,7 +86,7 @@ def test_hostile_corpus_in_live_traffic_never_restarts_the_job(local_stack, run_
         decisions = read_all(config, config.kafka.topics.decisions)
         dead = [json.loads(r.value) for r in read_all(config, config.kafka.topics.dlq)]
         details = cluster.rest(f"/jobs/{job_id}")
-        exceptions = cluster.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+        exceptions = cluster.failures(job_id)
 
     assert details["state"] == "RUNNING"
     assert exceptions == [], "a record's content restarted the job"
